@@ -1,0 +1,459 @@
+"""The bodies of fluxflow's Dask tasks. Each takes small plan objects and returns small results.
+
+- :func:`solve_field` — one (MS, field, spw) selection: read once, phase-only solves (§3.5),
+  phase applied in memory, amplitude-only T solve per scan (§3.6), partial sums for the
+  calibrated-visibility flux (§8) and the amplitude-vs-time series (§10.4). Returns gains and sums.
+- :func:`reduce_ms` — per MS: outlier flagging (§5), fluxscale (§6), calibrated fluxes (§8), QA (§10).
+- :func:`write_ms_outputs` — per MS, the single writer: caltables and MODEL_DATA (§3.10).
+- :func:`reduce_session` — across MSs: adopted fluxes for MSs without a flux calibrator (§12).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fluxflow.gains import GainTable
+from fluxflow.models.catalogue import FluxMeasurement, catalogue_lookup
+from fluxflow.models.sky import disk_model, point_model
+from fluxflow.plan import EXTERNAL_ORIGINS, FieldTask, ModelSpec, MSPlan, PhaseSolve
+
+log = logging.getLogger("fluxflow")
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FieldSolution:
+    key: str
+    ms_name: str
+    field_id: int
+    spw_ids: tuple[int, ...]
+    role: str
+    phase: dict[str, GainTable] = field(default_factory=dict)  # label -> table
+    amp: GainTable | None = None
+    calvis: dict[int, object] = field(default_factory=dict)  # spw -> CalvisPartials
+    amp_time: dict[int, np.ndarray] = field(default_factory=dict)  # spw -> A_t series
+    nrows: dict[int, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def _model_array(spec: ModelSpec, ds, corr_par: tuple[int, ...]) -> np.ndarray:
+    """The (row, chan, corr) model visibilities for one selection (spec §7.2, Stokes I only)."""
+    if spec.kind == "column":
+        return ds["model"].values
+    nrow, nchan, ncorr = ds["vis"].shape
+    out = np.zeros((nrow, nchan, ncorr), np.complex64)
+    if spec.kind == "unit":
+        m = np.ones((nrow, nchan), np.complex64)
+    elif spec.kind == "point":
+        m = point_model(spec.I, spec.spix, spec.ref_freq)(ds["uvw"].values, ds["chan_freq"].values)
+    elif spec.kind == "disk":
+        m = disk_model(spec.I, spec.spix, spec.ref_freq, spec.diameter_arcsec)(
+            ds["uvw"].values, ds["chan_freq"].values)
+    else:  # pragma: no cover - plan only makes the kinds above
+        raise ValueError(spec.kind)
+    for c in corr_par:
+        out[:, :, c] = m
+    return out
+
+
+def _rows_with(scan: np.ndarray, scan_intents: dict[int, frozenset[str]], intents) -> np.ndarray:
+    want = set(intents)
+    ok = np.array([bool(scan_intents.get(int(s), frozenset()) & want) for s in np.unique(scan)])
+    lut = dict(zip(np.unique(scan).tolist(), ok.tolist()))
+    return np.fromiter((lut[int(s)] for s in scan), bool, count=scan.size) if scan.size else np.zeros(0, bool)
+
+
+def _phase_rows(p: PhaseSolve, base: np.ndarray, a1, a2, uvw) -> np.ndarray:
+    rows = base.copy()
+    if p.antennas is not None:
+        sel = np.isin(a1, p.antennas) | np.isin(a2, p.antennas)
+        rows &= sel
+    if p.uvmax_m is not None:
+        rows &= np.hypot(uvw[:, 0], uvw[:, 1]) < p.uvmax_m
+    return rows
+
+
+def solve_field(task: FieldTask) -> FieldSolution:
+    """Read one field/spw selection once and do every solve that needs it (spec §3.5, §3.6)."""
+    sol = FieldSolution(key=task.key, ms_name=task.ms_name, field_id=task.field_id,
+                        spw_ids=task.spw_ids, role=task.role)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _solve_field(task, sol)
+        sol.warnings.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    except Exception as exc:  # noqa: BLE001 - one bad selection must not stop the run
+        from fluxflow.errors import FluxflowError
+
+        sol.error = str(exc) if isinstance(exc, FluxflowError) else (
+            f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    return sol
+
+
+def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
+    from fluxflow.ms import read_selection
+    from fluxflow.solve.apply import apply_gains
+    from fluxflow.solve.gaincal import solve_gains
+    from fluxflow.transfer.calvis import calvis_partials
+
+    read_model = any(m.kind == "column" for m in task.models.values())
+    data = {s: read_selection(task.ms, task.field_id, s, intents=task.intents,
+                              datacolumn=task.datacolumn, read_model=read_model,
+                              chunk_rows=task.chunk_rows) for s in task.spw_ids}
+    amp_tables = []
+    for s, ds in data.items():
+        sol.nrows[s] = int(ds.sizes["row"])
+        if ds.sizes["row"] == 0:
+            sol.warnings.append(f"field {task.field_name} spw {s}: no rows selected")
+            continue
+        corr = tuple(str(c) for c in ds["corr"].values)
+        par = tuple(i for i, c in enumerate(corr) if c in ("XX", "YY", "RR", "LL", "I"))
+        vis = ds["vis"].values
+        flag = ds["flag"].values.copy()
+        weight = ds["weight"].values
+        time, interval = ds["time"].values, ds["interval"].values
+        scan, a1, a2, uvw = (ds["scan"].values, ds["antenna1"].values, ds["antenna2"].values,
+                             ds["uvw"].values)
+        model = _model_array(task.models[s], ds, par)
+
+        # §3.5 phase-only solves, applied in memory to the rows each one targets
+        vis_ph = vis.copy()
+        covered = np.zeros(vis.shape[0], bool)
+        for p in task.phase_solves:
+            rows = _phase_rows(p, _rows_with(scan, task.scan_intents, p.intents), a1, a2, uvw)
+            solve_spw = p.spwmap[s] if p.spwmap and s < len(p.spwmap) else s
+            if solve_spw != s and solve_spw in data:
+                key = f"{p.label}:{','.join(sorted(p.intents))}"
+                table = sol.phase.get(key)
+            else:
+                table = None
+            if table is None:
+                table = solve_gains(vis[rows], model[rows], flag[rows], weight[rows], time[rows],
+                                    interval[rows], scan[rows], a1[rows], a2[rows], n_ant=task.n_ant,
+                                    corr_types=corr, solint=p.solint, gaintype=p.gaintype,
+                                    calmode="p", refant=task.refants, minblperant=p.minblperant,
+                                    minsnr=task.minsnr, field_id=task.field_id, spw_id=s)
+                table.meta.update(label=p.label, intents=sorted(p.intents), solint=p.solint,
+                                  gaintype=p.gaintype)
+                key = f"{p.label}:{','.join(sorted(p.intents))}"
+                prev = sol.phase.get(key)
+                sol.phase[key] = table if prev is None else GainTable.concat([prev, table])
+            arows = _rows_with(scan, task.scan_intents, p.apply_intents) & ~covered
+            if not arows.any():
+                continue
+            v, f, _ = apply_gains(vis[arows], flag[arows], weight[arows], time[arows], a1[arows],
+                                  a2[arows], corr, table, field_id=task.field_id, spw_id=s,
+                                  interp="linear", calwt=False)
+            vis_ph[arows], flag[arows] = v, f
+            covered |= arows
+
+        # §3.6 amplitude-only T solve per scan against the model, phases applied
+        rows = np.ones(vis.shape[0], bool)
+        if task.antennas is not None:
+            rows = np.isin(a1, task.antennas) | np.isin(a2, task.antennas)
+        amp = solve_gains(vis_ph[rows], model[rows], flag[rows], weight[rows], time[rows],
+                          interval[rows], scan[rows], a1[rows], a2[rows], n_ant=task.n_ant,
+                          corr_types=corr, solint=task.amp_solint, gaintype="T", calmode="a",
+                          refant=task.refants, minblperant=2, minsnr=task.minsnr,
+                          field_id=task.field_id, spw_id=s)
+        amp_tables.append(amp)
+
+        # §8 partial sums of the phase-calibrated data of the transfer intents
+        if task.calvis_intents:
+            cr = _rows_with(scan, task.scan_intents, task.calvis_intents)
+            w_row = weight[cr].mean(axis=1)
+            sol.calvis[s] = calvis_partials(vis_ph[cr], flag[cr], w_row, a1[cr], a2[cr], scan[cr], corr)
+        # §10.4 amplitude-vs-time series of the flux calibrator (data as read)
+        if task.amp_time:
+            sol.amp_time[s] = _amp_time_series(vis, ds["flag"].values, time,
+                                               _rows_with(scan, task.scan_intents, {"AMPLITUDE"}))
+    if amp_tables:
+        sol.amp = GainTable.concat(amp_tables)
+        sol.amp.ms_name = task.ms_name
+
+
+def _amp_time_series(vis, flag, time, rows) -> np.ndarray:
+    """Spec §10.4 step 2: channel-averaged |V| (all correlations), mean per unique TIME."""
+    v, f, t = vis[rows], flag[rows], time[rows]
+    if v.shape[0] == 0:
+        return np.zeros(0)
+    good = ~f
+    n = good.sum(axis=1)
+    avg = np.where(n > 0, (v * good).sum(axis=1) / np.maximum(n, 1), np.nan)  # (row, corr)
+    amp = np.abs(avg)
+    valid = (n > 0) & np.isfinite(amp)
+    ut, inv = np.unique(t, return_inverse=True)
+    s = np.bincount(inv, weights=np.where(valid, amp, 0).sum(axis=1), minlength=ut.size)
+    c = np.bincount(inv, weights=valid.sum(axis=1), minlength=ut.size)
+    return (s[c > 0] / c[c > 0]).astype(float)
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MSResult:
+    ms: str
+    ms_name: str
+    plan: MSPlan | None = None
+    derived: list[FluxMeasurement] = field(default_factory=list)  # fluxscale fd ± fderr
+    measurements: list[FluxMeasurement] = field(default_factory=list)  # calibrated-visibility
+    qa: list = field(default_factory=list)  # QAScore
+    flag_commands: list = field(default_factory=list)
+    fluxscale_log: list[str] = field(default_factory=list)
+    spectral_fits: dict = field(default_factory=dict)  # field id -> fit dict
+    phase_tables: dict[str, GainTable] = field(default_factory=dict)
+    amp_table: GainTable | None = None
+    amp_table_flagged: GainTable | None = None
+    scaled_table: GainTable | None = None
+    caltables: dict[str, str] = field(default_factory=dict)
+    model_rows_written: int = 0
+    adopted: bool = False
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def reduce_ms(plan: MSPlan, solutions: list[FieldSolution], amp_outlier_sigma: float) -> MSResult:
+    """Per-MS reduction: outliers (§5), fluxscale (§6), calibrated fluxes (§8), QA (§10)."""
+    res = MSResult(ms=plan.ms, ms_name=plan.ms_name, plan=plan, warnings=list(plan.warnings))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _reduce_ms(plan, solutions, amp_outlier_sigma, res)
+        res.warnings.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    except Exception as exc:  # noqa: BLE001
+        from fluxflow.errors import FluxflowError
+
+        res.error = str(exc) if isinstance(exc, FluxflowError) else (
+            f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    return res
+
+
+def _reduce_ms(plan: MSPlan, solutions: list[FieldSolution], sigma: float, res: MSResult) -> None:
+    from fluxflow.solve.outliers import flag_amplitude_outliers
+    from fluxflow.transfer.calvis import calvis_flux
+    from fluxflow.transfer.fluxscale import fluxscale
+
+    for s in solutions:
+        res.warnings.extend(f"{s.key}: {w}" for w in s.warnings)
+        if s.error:
+            res.warnings.append(f"{s.key}: solve failed: {s.error}")
+    good = [s for s in solutions if not s.error]
+    for s in good:
+        for k, t in s.phase.items():
+            key = f"{k}"
+            res.phase_tables[key] = t if key not in res.phase_tables else GainTable.concat(
+                [res.phase_tables[key], t])
+    amps = [s.amp for s in good if s.amp is not None and s.amp.nrow]
+    if not amps:
+        raise_solve("no amplitude solutions: every calibrator solve failed or had no data")
+    amp = GainTable.concat(amps)
+    amp.ms_name = plan.ms_name
+    res.amp_table = amp
+
+    # §5 outlier flagging: fields whose *name* is in the reference/transfer lists
+    names = {plan.field_names[i] for i in plan.reference_ids + plan.transfer_ids}
+    check = sorted(i for i, n in plan.field_names.items() if n in names)
+    flagged, cmds = flag_amplitude_outliers(
+        amp, check, plan.science_spws, {f: set(v) for f, v in plan.valid_spws.items()},
+        plan.antenna_names, sigma=sigma)
+    res.amp_table_flagged, res.flag_commands = flagged, cmds
+
+    # §6 fluxscale
+    fs = fluxscale(flagged, plan.reference_ids, plan.transfer_ids, list(plan.refspwmap),
+                   plan.spw_freqs, plan.n_ant)
+    res.scaled_table = fs.scaled_table
+    res.fluxscale_log = list(fs.log)
+    res.spectral_fits = {fid: fit for fid, fit in fs.fits.items()} if hasattr(fs, "fits") else {}
+    for (fid, spw), e in sorted(fs.entries.items()):
+        if e.fd > 0:
+            res.derived.append(FluxMeasurement(field_id=fid, field_name=plan.field_names[fid],
+                                               spw_id=spw, I=e.fd, I_err=e.fderr, origin="fluxscale",
+                                               freq=plan.spw_freqs.get(spw, float("nan"))))
+
+    # §8 calibrated-visibility flux from the partial sums, with the outlier-flagged amplitudes
+    # and the fluxscale factor (the scaled table divides the gains by sqrt(fd)).
+    for s in good:
+        if s.role != "transfer":
+            continue
+        for spw, partials in s.calvis.items():
+            lut = _amp_lookup(flagged, s.field_id, spw)
+            e = fs.entries.get((s.field_id, spw))
+            scale = e.fd if (e is not None and e.fd > 0) else 1.0
+            flux, sigma_ = calvis_flux(partials, amp=lut, scale=scale)
+            if flux > 0:
+                res.measurements.append(FluxMeasurement(
+                    field_id=s.field_id, field_name=plan.field_names[s.field_id], spw_id=spw,
+                    I=flux, I_err=sigma_, origin="calvis", freq=plan.spw_freqs.get(spw, float("nan"))))
+    res.measurements.sort(key=lambda m: (str(m.field_id), m.spw_id))
+
+    # §10 QA
+    res.qa = qa_scores(plan, res.measurements, {sp: t for s in good for sp, t in s.amp_time.items()})
+
+
+def raise_solve(msg: str) -> None:
+    from fluxflow.errors import SolveError
+
+    raise SolveError(msg)
+
+
+def _amp_lookup(table: GainTable, field_id: int, spw_id: int):
+    """(scan, antenna) -> unflagged T amplitude, NaN when flagged or missing (calflagstrict)."""
+    sel = (table.field_id == field_id) & (table.spw_id == spw_id)
+    t = table.select(sel)
+    amp = np.abs(t.cparam[:, 0, 0]).astype(float)
+    amp[t.flag[:, 0, 0]] = np.nan
+    lut = {(int(sc), int(a)): float(v) for sc, a, v in zip(t.scan, t.antenna1, amp)}
+
+    def lookup(scan: np.ndarray, ant: np.ndarray) -> np.ndarray:
+        return np.array([lut.get((int(sc), int(a)), np.nan) for sc, a in zip(scan, ant)], float)
+
+    return lookup
+
+
+def qa_scores(plan: MSPlan, measurements: list[FluxMeasurement], amp_time: dict) -> list:
+    """Spec §10.1-§10.4 for one MS (K_spw ranked by the PHASE calibrator's measured SNR)."""
+    from fluxflow.transfer import qa
+
+    scores = [qa.score_missing_derived_fluxes(plan.expected_measurements, measurements),
+              qa.score_derived_fluxes_snr(measurements)]
+    phase_fields = [f for f in plan.transfer_ids if "PHASE" in plan.field_intents[f]]
+    no_target = [f for f in phase_fields if "TARGET" not in plan.field_intents[f]]
+    pf = (no_target or phase_fields or [None])[0]
+    if pf is not None:
+        snr = qa.snr_from_measurements([m for m in measurements if m.field_id == pf])
+        by_field: dict[int, list[FluxMeasurement]] = {}
+        for m in measurements:
+            by_field.setdefault(m.field_id, []).append(m)
+        cat = {}
+        for fid in by_field:
+            for spw in plan.science_spws:
+                row = catalogue_lookup(plan.catalogue, plan.ms_name, fid, spw)
+                if row is not None:
+                    cat[(fid, spw)] = row.I
+        scores.extend(qa.score_gfluxscale_k_spw(by_field, cat, snr, plan.spw_bandwidths,
+                                                vis=plan.ms_name))
+    for fid in plan.reference_ids:
+        if "AMPLITUDE" in plan.field_intents[fid] and not plan.field_is_ephemeris[fid]:
+            scores.append(qa.score_amp_time_variation(amp_time, field_id=fid, vis=plan.ms_name))
+    return scores
+
+
+# --------------------------------------------------------------------------------------------
+def transfer_model_values(plan: MSPlan, fid: int, spw: int, flux: float) -> tuple[float, float]:
+    """Spec §3.10: (I, spix) for the MODEL_DATA of a transfer field: spix from the catalogue for
+    BANDPASS fields with an external-origin row, else 0."""
+    spix = 0.0
+    if "BANDPASS" in plan.field_intents[fid]:
+        row = catalogue_lookup(plan.catalogue, plan.ms_name, fid, spw)
+        if row is not None and row.origin in EXTERNAL_ORIGINS:
+            spix = row.spix
+    return flux, spix
+
+
+def write_ms_outputs(res: MSResult, outdir: str, write_model: bool) -> MSResult:
+    """The single writer of one MS: caltables (own files) and MODEL_DATA (§3.10)."""
+    if res.error or res.plan is None:
+        return res
+    from fluxflow.ms import write_caltable, write_model_data
+
+    plan = res.plan
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        base = os.path.join(outdir, plan.ms_name.removesuffix(".ms"))
+        tables = {f"phase_{k.split(':')[0]}": t for k, t in res.phase_tables.items()}
+        merged: dict[str, list[GainTable]] = {}
+        for name, t in tables.items():
+            merged.setdefault(f"{name}.{'G' if t.npar == 2 else 'T'}", []).append(t)
+        for name, ts in merged.items():
+            path = f"{base}.{name}.tbl"
+            write_caltable(path, GainTable.concat(ts), plan.ms, overwrite=True)
+            res.caltables[name] = path
+        for name, t in (("amp", res.amp_table_flagged), ("fluxscale", res.scaled_table)):
+            if t is not None:
+                path = f"{base}.{name}.tbl"
+                write_caltable(path, t, plan.ms, overwrite=True)
+                res.caltables[name] = path
+        if write_model:
+            res.model_rows_written = write_models(plan, res.derived)
+    except Exception as exc:  # noqa: BLE001
+        res.error = f"writing outputs: {exc}"
+    return res
+
+
+def write_models(plan: MSPlan, fluxes: list[FluxMeasurement]) -> int:
+    """MODEL_DATA: derived fluxes on the transfer fields (their transfer intents), the catalogue
+    model on the reference fields (their calibrator intents). Unit model where nothing derived."""
+    from fluxflow.ms import write_model_data
+
+    n = 0
+    got = {(m.field_id, m.spw_id): m.I for m in fluxes}
+    ti = set(plan.transintents)
+    for fid in plan.transfer_ids:
+        intents = set(plan.field_intents[fid]) & ti
+        for spw in plan.valid_spws.get(fid, []):
+            I, spix = transfer_model_values(plan, fid, spw, got.get((fid, spw), 1.0))
+            n += write_model_data(plan.ms, fid, spw, point_model(I, spix, plan.spw_freqs[spw]),
+                                  intents=intents)
+    for task in plan.tasks:
+        if task.role != "reference":
+            continue
+        for spw, spec in task.models.items():
+            if spec.kind in ("point", "disk"):
+                fn = (point_model(spec.I, spec.spix, spec.ref_freq) if spec.kind == "point" else
+                      disk_model(spec.I, spec.spix, spec.ref_freq, spec.diameter_arcsec))
+                n += write_model_data(plan.ms, task.field_id, spw, fn, intents=task.intents)
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+def reduce_session(results: list[MSResult]) -> list[MSResult]:
+    """Spec §12 'adopted': MSs without a reference calibrator take the session mean per field name
+    and spw name from the other MSs."""
+    from fluxflow.transfer.adopted import adopt_session_fluxes
+
+    adopters = [r for r in results if r.plan is not None and r.plan.adopt and not r.error]
+    if not adopters:
+        return results
+    per_ms = {r.ms_name: r.measurements for r in results if r.plan is not None and not r.plan.adopt
+              and not r.error}
+    spw_names = {r.ms_name: r.plan.spw_names for r in results if r.plan is not None}
+    if not per_ms:
+        for r in adopters:
+            r.error = "no flux calibrator in this MS nor in any other MS of the run"
+        return results
+    adopted = adopt_session_fluxes(per_ms, [r.ms_name for r in adopters], spw_names)
+    for r in adopters:
+        plan = r.plan
+        name_to_id = {n: i for i, n in plan.field_names.items() if i in plan.transfer_ids}
+        out = []
+        for m in adopted.get(r.ms_name, []):
+            fid = name_to_id.get(m.field_name)
+            if fid is None:
+                continue
+            out.append(FluxMeasurement(field_id=fid, field_name=m.field_name, spw_id=m.spw_id,
+                                       I=m.I, I_err=m.I_err, origin="adopted", freq=m.freq))
+        r.measurements = sorted(out, key=lambda m: (str(m.field_id), m.spw_id))
+        r.derived = list(r.measurements)
+        r.adopted = True
+        if not out:
+            r.warnings.append("no fields in common with the MSs that have a flux calibrator")
+    return results
+
+
+def write_adopted_models(res: MSResult, write_model: bool) -> MSResult:
+    if res.adopted and write_model and not res.error:
+        try:
+            res.model_rows_written = write_models(res.plan, res.measurements)
+        except Exception as exc:  # noqa: BLE001
+            res.error = f"writing MODEL_DATA: {exc}"
+    return res
+
+
+def write_adopted_all(results: list[MSResult], write_model: bool) -> list[MSResult]:
+    return [write_adopted_models(r, write_model) for r in results]

@@ -1,0 +1,159 @@
+"""The fluxflow graph: hifa_gfluxscale for many MSs, top to bottom (spec §3 dependency graph).
+
+    metadata + catalogue + plan, per MS          (client; small sub-tables and index columns)
+    solve_field per (MS, field, spw)            (workers; each reads its own selection once)
+    reduce_ms per MS                             (outliers, fluxscale, calibrated fluxes, QA)
+    write_ms_outputs per MS                      (caltables, MODEL_DATA: one writer per MS)
+    reduce_session                               (adopted fluxes for MSs without a flux cal)
+    write_adopted_models per adopting MS
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import warnings
+
+import dask
+from dask import delayed
+
+from fluxflow import tasks
+from fluxflow.cluster import ClusterSpec, open_client
+from fluxflow.errors import FluxflowError
+from fluxflow.params import Params
+from fluxflow.results import Results
+
+log = logging.getLogger("fluxflow")
+
+
+def find_reffile(ms: str, reffile: str) -> str | None:
+    """The flux catalogue for `ms`: `reffile` if given, else `<ms>.flux.csv` / `flux.csv` beside it."""
+    if reffile:
+        if not os.path.exists(reffile):
+            raise FluxflowError(f"reffile {reffile!r} does not exist")
+        return reffile
+    ms = os.path.normpath(ms)
+    stem = os.path.basename(ms).removesuffix(".ms")
+    for cand in (f"{ms}.flux.csv", os.path.join(os.path.dirname(ms), f"{stem}.flux.csv"),
+                 os.path.join(os.path.dirname(ms), "flux.csv")):
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+def plan_all(params: Params) -> tuple[list, list[tasks.MSResult]]:
+    """Read metadata and catalogue and plan every MS; an MS that cannot be planned is reported."""
+    from fluxflow.models.catalogue import read_flux_csv
+    from fluxflow.ms import read_metadata
+    from fluxflow.plan import plan_ms
+
+    plans, failed = [], []
+    names = [os.path.basename(os.path.normpath(v)) for v in params.vis]
+    if len(set(names)) != len(names):
+        raise FluxflowError("two MSs in `vis` share a basename; flux.csv rows could not tell them apart")
+    for ms in params.vis:
+        try:
+            md = read_metadata(ms)
+            ref = find_reffile(ms, params.reffile)
+            cat = read_flux_csv(ref, ms_name=md.name) if ref else []
+            plans.append(plan_ms(md, params, cat))
+        except FluxflowError as exc:
+            if len(params.vis) == 1:
+                raise
+            failed.append(tasks.MSResult(ms=os.path.abspath(ms), ms_name=os.path.basename(ms),
+                                         error=str(exc)))
+    return plans, failed
+
+
+def build_graph(plans: list, params: Params):
+    """Dask delayed graph: returns (final, per-solve delayed objects for progress)."""
+    solve = delayed(tasks.solve_field, pure=True)
+    reduce_ms = delayed(tasks.reduce_ms, pure=True)
+    write = delayed(tasks.write_ms_outputs, pure=False)
+    session = delayed(tasks.reduce_session, pure=True)
+
+    solves, per_ms = [], []
+    for plan in plans:
+        field_solutions = [solve(t, dask_key_name=f"solve-{t.key}") for t in plan.tasks]
+        solves.extend(field_solutions)
+        if plan.adopt:
+            per_ms.append(delayed(tasks.MSResult, pure=True)(
+                ms=plan.ms, ms_name=plan.ms_name, plan=plan, warnings=list(plan.warnings),
+                dask_key_name=f"reduce-{plan.ms_name}"))
+            continue
+        r = reduce_ms(plan, field_solutions, params.amp_outlier_sigma,
+                      dask_key_name=f"reduce-{plan.ms_name}")
+        per_ms.append(write(r, params.output_dir, params.write_model,
+                            dask_key_name=f"write-{plan.ms_name}"))
+    sess = session(per_ms, dask_key_name="session")
+    final = delayed(tasks.write_adopted_all, pure=False)(sess, params.write_model,
+                                                         dask_key_name="write-adopted")
+    return final, solves
+
+
+def run(params: Params, cluster: ClusterSpec | None = None, client=None,
+        progress: bool = False) -> Results:
+    """Run hifa_gfluxscale over `params.vis` and return (and save) the results."""
+    if not params.vis:
+        raise FluxflowError("no MeasurementSet given (vis is empty)")
+    t0 = time.time()
+    os.makedirs(params.output_dir, exist_ok=True)
+    plans, failed = plan_all(params)
+    final, solves = build_graph(plans, params)
+    report = os.path.join(params.output_dir, "dask-performance.html")
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(open_client(cluster or ClusterSpec()))
+        if client is None:  # synchronous scheduler
+            with dask.config.set(scheduler="synchronous"):
+                per_ms = final.compute()
+            report = ""
+        else:
+            from distributed import performance_report
+
+            log.info("Dask dashboard: %s", client.dashboard_link)
+            with performance_report(filename=report):
+                per_ms = _compute_with_progress(client, final, solves, progress)
+    results = Results(ms_results=failed + per_ms, params=params, elapsed=time.time() - t0,
+                      performance_report=report)
+    results.save(params.output_dir)
+    return results
+
+
+def _compute_with_progress(client, final, solves, progress: bool):
+    from distributed import as_completed
+
+    futures = client.compute([final] + solves)
+    if progress:
+        from tqdm import tqdm
+
+        with tqdm(total=len(futures), desc="fluxflow", unit="task") as bar:
+            for _ in as_completed(futures):
+                bar.update(1)
+    out = futures[0].result()
+    del futures
+    return out
+
+
+def gfluxscale(vis, *, cluster: str | ClusterSpec | None = None, client=None, progress: bool = False,
+               **kwargs) -> Results:
+    """Python API: ``fluxflow.gfluxscale(vis=['a.ms', 'b.ms'], refant='DA41', ...)``.
+
+    Keyword arguments are the fields of :class:`fluxflow.params.Params` (hifa_gfluxscale's names).
+    `cluster`: 'local' (default), 'sync', a scheduler address, or a :class:`ClusterSpec`;
+    `client`: an existing ``distributed.Client`` (takes precedence).
+    """
+    if isinstance(vis, (str, os.PathLike)):
+        vis = [vis]
+    for key in ("refspwmap",):
+        if key in kwargs and kwargs[key] is not None:
+            kwargs[key] = tuple(kwargs[key])
+    params = Params(vis=tuple(str(v) for v in vis), **kwargs)
+    if isinstance(cluster, str):
+        cluster = (ClusterSpec(kind="address", address=cluster) if "://" in cluster
+                   else ClusterSpec(kind=cluster))
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        return run(params, cluster=cluster, client=client, progress=progress)
