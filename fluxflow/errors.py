@@ -85,3 +85,11 @@ class ResolvedCalibratorWarning(FluxflowWarning):
 
 class CatalogueWarning(FluxflowWarning):
     """A flux.csv row was ignored or repaired (unparsable spix, rows for other MSs...)."""
+
+
+class UnsupportedCorrelationWarning(FluxflowWarning):
+    """A spw's correlations (e.g. circular with 4 products) cannot give a calibrated-visibility flux."""
+
+
+class ConvergenceWarning(FluxflowWarning):
+    """An iterative gain solve did not converge; no solutions are written for that interval."""

@@ -87,7 +87,13 @@ class GainTable:
             return NotImplemented
         if self.vis_cal != other.vis_cal:
             return False
-        return all(np.array_equal(getattr(self, n), getattr(other, n)) for n in _ROW_ARRAYS)
+        return all(_array_equal(getattr(self, n), getattr(other, n)) for n in _ROW_ARRAYS)
+
+
+def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Element-wise equality where NaN equals NaN (unwritten CASA cells read as NaN)."""
+    nan_ok = np.issubdtype(np.asarray(a).dtype, np.inexact)
+    return bool(np.array_equal(a, b, equal_nan=nan_ok))
 
 
 def _check_fields() -> None:  # keep _ROW_ARRAYS in step with the dataclass

@@ -266,15 +266,11 @@ def _reduce_ms(plan: MSPlan, solutions: list[FieldSolution], sigma: float, res: 
 
     # §6 fluxscale
     fs = fluxscale(flagged, plan.reference_ids, plan.transfer_ids, list(plan.refspwmap),
-                   plan.spw_freqs, plan.n_ant)
+                   plan.spw_freqs, plan.n_ant, field_names=plan.field_names)
     res.scaled_table = fs.scaled_table
     res.fluxscale_log = list(fs.log)
-    res.spectral_fits = {fid: fit for fid, fit in fs.fits.items()} if hasattr(fs, "fits") else {}
-    for (fid, spw), e in sorted(fs.entries.items()):
-        if e.fd > 0:
-            res.derived.append(FluxMeasurement(field_id=fid, field_name=plan.field_names[fid],
-                                               spw_id=spw, I=e.fd, I_err=e.fderr, origin="fluxscale",
-                                               freq=plan.spw_freqs.get(spw, float("nan"))))
+    res.spectral_fits = dict(fs.fits)
+    res.derived = [m for m in fs.measurements()]
 
     # §8 calibrated-visibility flux from the partial sums, with the outlier-flagged amplitudes
     # and the fluxscale factor (the scaled table divides the gains by sqrt(fd)).
@@ -284,7 +280,7 @@ def _reduce_ms(plan: MSPlan, solutions: list[FieldSolution], sigma: float, res: 
         for spw, partials in s.calvis.items():
             lut = _amp_lookup(flagged, s.field_id, spw)
             e = fs.entries.get((s.field_id, spw))
-            scale = e.fd if (e is not None and e.fd > 0) else 1.0
+            scale = e.fd if (e is not None and e.ok) else 1.0
             flux, sigma_ = calvis_flux(partials, amp=lut, scale=scale)
             if flux > 0:
                 res.measurements.append(FluxMeasurement(
@@ -293,7 +289,8 @@ def _reduce_ms(plan: MSPlan, solutions: list[FieldSolution], sigma: float, res: 
     res.measurements.sort(key=lambda m: (str(m.field_id), m.spw_id))
 
     # §10 QA
-    res.qa = qa_scores(plan, res.measurements, {sp: t for s in good for sp, t in s.amp_time.items()})
+    res.qa = qa_scores(plan, res.measurements,
+                       {(s.field_id, sp): t for s in good for sp, t in s.amp_time.items()})
 
 
 def raise_solve(msg: str) -> None:
@@ -317,30 +314,28 @@ def _amp_lookup(table: GainTable, field_id: int, spw_id: int):
 
 
 def qa_scores(plan: MSPlan, measurements: list[FluxMeasurement], amp_time: dict) -> list:
-    """Spec §10.1-§10.4 for one MS (K_spw ranked by the PHASE calibrator's measured SNR)."""
+    """Spec §10.1-§10.4 for one MS. K_spw and the amplitude-vs-time spw order are ranked by the
+    PHASE calibrator's measured calibrated-flux SNR (fluxflow has no Tsys table for §10.5)."""
     from fluxflow.transfer import qa
 
-    scores = [qa.score_missing_derived_fluxes(plan.expected_measurements, measurements),
-              qa.score_derived_fluxes_snr(measurements)]
+    vis = plan.ms_name
+    scores = [qa.score_missing_derived_fluxes(plan.expected_measurements, measurements, vis=vis),
+              qa.score_derived_fluxes_snr(measurements, vis=vis)]
     phase_fields = [f for f in plan.transfer_ids if "PHASE" in plan.field_intents[f]]
     no_target = [f for f in phase_fields if "TARGET" not in plan.field_intents[f]]
     pf = (no_target or phase_fields or [None])[0]
-    if pf is not None:
-        snr = qa.snr_from_measurements([m for m in measurements if m.field_id == pf])
-        by_field: dict[int, list[FluxMeasurement]] = {}
-        for m in measurements:
-            by_field.setdefault(m.field_id, []).append(m)
-        cat = {}
-        for fid in by_field:
-            for spw in plan.science_spws:
-                row = catalogue_lookup(plan.catalogue, plan.ms_name, fid, spw)
-                if row is not None:
-                    cat[(fid, spw)] = row.I
-        scores.extend(qa.score_gfluxscale_k_spw(by_field, cat, snr, plan.spw_bandwidths,
-                                                vis=plan.ms_name))
+    snr = qa.snr_from_measurements([m for m in measurements if m.field_id == pf]) if pf is not None else {}
+    if pf is not None and measurements:
+        cat = qa.external_catalogue(plan.catalogue)
+        scores.extend(qa.score_gfluxscale_k_spw(
+            measurements, cat, snr, plan.spw_bandwidths, vis=vis, field_names=plan.field_names,
+            field_intents={f: plan.field_intents[f] for f in plan.transfer_ids}))
+    order = sorted(snr, key=lambda s: -snr[s]) or list(plan.science_spws)
     for fid in plan.reference_ids:
         if "AMPLITUDE" in plan.field_intents[fid] and not plan.field_is_ephemeris[fid]:
-            scores.append(qa.score_amp_time_variation(amp_time, field_id=fid, vis=plan.ms_name))
+            series = {spw: a for (f, spw), a in amp_time.items() if f == fid}
+            scores.append(qa.score_amp_time_variation(series, order, vis=vis, field_id=fid,
+                                                      field_name=plan.field_names[fid]))
     return scores
 
 
@@ -427,17 +422,12 @@ def reduce_session(results: list[MSResult]) -> list[MSResult]:
         for r in adopters:
             r.error = "no flux calibrator in this MS nor in any other MS of the run"
         return results
-    adopted = adopt_session_fluxes(per_ms, [r.ms_name for r in adopters], spw_names)
+    field_ids = {r.ms_name: {n: i for i, n in r.plan.field_names.items() if i in r.plan.transfer_ids}
+                 for r in adopters}
+    adopted = adopt_session_fluxes(per_ms, [r.ms_name for r in adopters], spw_names, field_ids)
     for r in adopters:
         plan = r.plan
-        name_to_id = {n: i for i, n in plan.field_names.items() if i in plan.transfer_ids}
-        out = []
-        for m in adopted.get(r.ms_name, []):
-            fid = name_to_id.get(m.field_name)
-            if fid is None:
-                continue
-            out.append(FluxMeasurement(field_id=fid, field_name=m.field_name, spw_id=m.spw_id,
-                                       I=m.I, I_err=m.I_err, origin="adopted", freq=m.freq))
+        out = list(adopted.get(r.ms_name, []))
         r.measurements = sorted(out, key=lambda m: (str(m.field_id), m.spw_id))
         r.derived = list(r.measurements)
         r.adopted = True

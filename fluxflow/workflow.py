@@ -43,6 +43,20 @@ def find_reffile(ms: str, reffile: str) -> str | None:
     return None
 
 
+def add_ephemeris_sizes(md) -> None:
+    """Spec §4 step 2: apparent diameters of ephemeris fields at the MS start, in md.extra."""
+    from fluxflow.ms.ephemeris import read_ephemeris
+    from fluxflow.transfer.resolved import disk_diameter_from_ephemeris
+
+    sizes = {}
+    for f in md.fields:
+        if f.ephemeris_path:
+            eph = read_ephemeris(f.ephemeris_path, md.start_time / 86400.0)
+            if eph is not None:
+                sizes[f.id] = disk_diameter_from_ephemeris(*eph)
+    md.extra["ephemeris_diameter_arcsec"] = sizes
+
+
 def plan_all(params: Params) -> tuple[list, list[tasks.MSResult]]:
     """Read metadata and catalogue and plan every MS; an MS that cannot be planned is reported."""
     from fluxflow.models.catalogue import read_flux_csv
@@ -56,6 +70,7 @@ def plan_all(params: Params) -> tuple[list, list[tasks.MSResult]]:
     for ms in params.vis:
         try:
             md = read_metadata(ms)
+            add_ephemeris_sizes(md)
             ref = find_reffile(ms, params.reffile)
             cat = read_flux_csv(ref, ms_name=md.name) if ref else []
             plans.append(plan_ms(md, params, cat))

@@ -1,8 +1,9 @@
 """CASA calibration tables (NewCalTable) written and read with python-casacore, without CASA.
 
-Spec: §6.6 (the fluxscaled output table), §9 item 8 (row layout of the gain solves), §15 (caltable
-I/O). The layout follows CASA's own code (casatools ``synthesis/CalTables``: ``CTDesc.cc``,
-``CTEnums.cc``, ``NewCalTable.cc``; ``synthesis/MeasurementComponents/SolvableVisCal.cc``):
+Spec: §6.6 (the fluxscaled output table), §9 item 8 (row layout of the gain solves),
+§15 (caltable I/O). The layout follows CASA's own code (casatools ``synthesis/CalTables``:
+``CTDesc.cc``, ``CTEnums.cc``, ``NewCalTable.cc``;
+``synthesis/MeasurementComponents/SolvableVisCal.cc``):
 
 * main table columns TIME, FIELD_ID, SPECTRAL_WINDOW_ID, ANTENNA1, ANTENNA2 (= refant), INTERVAL,
   SCAN_NUMBER, OBSERVATION_ID (scalars; TIME is an epoch measure in UTC, TIME and INTERVAL carry
@@ -22,6 +23,11 @@ I/O). The layout follows CASA's own code (casatools ``synthesis/CalTables``: ``C
   (setOrVerifyCTFrequencies with channel-averaged data). TOTAL_BANDWIDTH is kept.
 * rows sorted by SPECTRAL_WINDOW_ID, TIME, ANTENNA1, ANTENNA2 (NewCalTable::writeToDisk).
 * PolBasis is ``unknown`` (what gaincal writes: ``CTDesc(partype, msname, typeName(), "unknown")``).
+
+Deviations from CASA: CASA_Version holds ``fluxflow-<version>`` (CASA reads it only for K Jones,
+where any value but "Unknown" and a few 5.3.0 pre-releases means current behaviour); WEIGHT is
+written (gaincal leaves it unwritten; CASA never reads it); FIELD directions of ephemeris objects
+are copied as stored in the MS (CASA's NewCalTable::handleEphObj writes the nominal direction).
 
 python-casacore returns array cells as (nrow, nchan, npar), which is exactly the GainTable layout
 (nrow, 1, npar), so no axis is transposed here.
@@ -143,7 +149,7 @@ def write_caltable(path: str | os.PathLike, gains: GainTable, ms_path: str | os.
     Raises CaltableError (bad GainTable, target exists), NotAMeasurementSetError (bad MS),
     WriteError (I/O failure).
     """
-    path = os.fspath(path)
+    path = os.path.normpath(os.fspath(path))
     ms_path = os.fspath(ms_path)
     _check_gains(gains)
     if os.path.lexists(path):
@@ -154,15 +160,12 @@ def write_caltable(path: str | os.PathLike, gains: GainTable, ms_path: str | os.
     if not tables.tableexists(os.path.join(ms_path, "SPECTRAL_WINDOW")):
         raise NotAMeasurementSetError(f"{ms_path} is not a MeasurementSet (no SPECTRAL_WINDOW)")
 
-    tmp = f"{path.rstrip(os.sep)}.tmp-{os.getpid()}-{threading.get_ident()}"
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(tmp, ignore_errors=True)  # stale leftover of a killed writer with our ids
     try:
         _build(tmp, gains, ms_path)
         _swap_into_place(tmp, path)
-    except CaltableError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # casacore and file-system failures
         shutil.rmtree(tmp, ignore_errors=True)
         raise WriteError(f"could not write calibration table {path}: {exc}") from exc
     except BaseException:
@@ -213,8 +216,7 @@ def _swap_into_place(tmp: str, path: str) -> None:
 
 def _build(tmp: str, gains: GainTable, ms_path: str) -> None:
     """Create the complete caltable at ``tmp`` (all handles closed on return)."""
-    main = tables.table(tmp, _main_desc("CPARAM", "complex"), dminfo=_main_dminfo("CPARAM"),
-                        nrow=0, readonly=False, ack=False)
+    main = tables.table(tmp, _main_desc(), nrow=0, readonly=False, ack=False)
     try:
         counts = _copy_subtables(ms_path, tmp, main)
         _check_indices(gains, counts)
@@ -234,14 +236,15 @@ def _build(tmp: str, gains: GainTable, ms_path: str) -> None:
         main.close()
 
 
-def _main_desc(par_col: str, par_type: str) -> dict:
+def _main_desc() -> dict:
+    """CTDesc::defaultCalMain for ParType 'Complex'."""
     time_kw = {"QuantumUnits": ["s"], "MEASINFO": {"type": "epoch", "Ref": "UTC"}}
     descs = []
     for name, vtype in _SCALARS:
         kw = time_kw if name == "TIME" else {"QuantumUnits": ["s"]} if name == "INTERVAL" else {}
         descs.append(tables.makescacoldesc(name, _EXAMPLE[vtype], datamanagertype="StandardStMan",
                                            datamanagergroup=_DM_GROUP, options=5, keywords=kw))
-    for name, vtype in ((par_col, par_type),) + _STATS:
+    for name, vtype in (("CPARAM", "complex"),) + _STATS:
         descs.append(tables.makearrcoldesc(name, _EXAMPLE[vtype], datamanagertype="StandardStMan",
                                            datamanagergroup=_DM_GROUP, valuetype=vtype))
     return tables.maketabdesc(descs)
@@ -249,12 +252,6 @@ def _main_desc(par_col: str, par_type: str) -> dict:
 
 _EXAMPLE: dict[str, Any] = {"double": 0.0, "int": 0, "float": 0.0, "complex": 0j,
                             "boolean": False}
-
-
-def _main_dminfo(par_col: str) -> dict:
-    cols = [n for n, _ in _SCALARS] + [par_col] + [n for n, _ in _STATS]
-    return {"*1": {"TYPE": "StandardStMan", "NAME": _DM_GROUP, "SEQNR": 0,
-                   "SPEC": {"BUCKETSIZE": 32768}, "COLUMNS": cols}}
 
 
 def _copy_subtables(ms_path: str, tmp: str, main: tables.table) -> dict[str, int]:
@@ -402,14 +399,19 @@ def _read_open(path: str, tab: tables.table) -> GainTable | FloatCalTable:
             rows[attr] = np.asarray(tab.getcol(col), dtype=dtype)
         else:
             rows[attr] = np.zeros(nrow, dtype)
-    shapes = _cell_shapes(tab, par_col)
-    param, defined = _read_array(tab, par_col, cdtype, np.nan, shapes)
-    flag, _ = _read_array(tab, "FLAG", bool, True, shapes)
+    # (nchan, npar) per row; the output grid is the largest; a table with no cells gets
+    # (1, npar of its type)
+    shapes = _cell_shapes(tab, par_col) if nrow else []
+    known = [s for s in shapes if len(s) == 2]
+    grid = ((max(s[0] for s in known), max(s[1] for s in known)) if known
+            else (1, NPAR.get(vis_cal, 1)))
+    param, defined = _read_array(tab, par_col, cdtype, np.nan, shapes, grid)
+    flag, _ = _read_array(tab, "FLAG", bool, True, shapes, grid)
     flag |= ~defined
-    arrays = {"paramerr": _read_array(tab, "PARAMERR", np.float64, np.nan, shapes)[0],
+    arrays = {"paramerr": _read_array(tab, "PARAMERR", np.float64, np.nan, shapes, grid)[0],
               "flag": flag,
-              "snr": _read_array(tab, "SNR", np.float64, np.nan, shapes)[0],
-              "weight": _read_array(tab, "WEIGHT", np.float64, np.nan, shapes)[0]}
+              "snr": _read_array(tab, "SNR", np.float64, np.nan, shapes, grid)[0],
+              "weight": _read_array(tab, "WEIGHT", np.float64, np.nan, shapes, grid)[0]}
     meta = _read_meta(tab, keywords, rows["spw_id"], shapes)
     ms_name = str(keywords.get("MSName", ""))
     if par_col == "CPARAM":
@@ -433,15 +435,14 @@ def _cell_shapes(tab: tables.table, col: str) -> list[tuple[int, ...]]:
 
 
 def _read_array(tab: tables.table, col: str, dtype: Any, fill: Any,
-                shapes: list[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """Array column as (nrow, nchan_max, npar) and a per-element 'defined' mask.
+                shapes: list[tuple[int, ...]], grid: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Array column as (nrow, nchan, npar) = (nrow, *grid) and a per-element 'defined' mask.
 
-    ``shapes`` are the parameter column's cell shapes. One getcol when all cells conform,
-    otherwise cell by cell, padding with ``fill``.
+    ``shapes`` are the parameter column's cell shapes. One getcol when all cells have the grid
+    shape, otherwise cell by cell, padding with ``fill``.
     """
-    defined_shapes = [s for s in shapes if len(s) == 2]
-    nchan = max((s[0] for s in defined_shapes), default=1)
-    npar = max((s[1] for s in defined_shapes), default=1)
+    nchan, npar = grid
     nrow = len(shapes)
     out = np.full((nrow, nchan, npar), fill, dtype=dtype)
     defined = np.zeros((nrow, nchan, npar), dtype=bool)

@@ -73,25 +73,20 @@ def _main_table_layout(max_corr: int, max_chan: int, with_weight_spectrum: bool,
     Default tile: all correlations, up to 1024 channels, and enough rows for about 1 MiB of
     complex data; casacore shrinks it for hypercubes with fewer channels/correlations.
     """
-    full = ct.complete_ms_desc("MAIN")
     nchan_tile = int(min(max_chan, 1024))
     nrow_tile = int(max(16, 2**20 // (8 * max_corr * nchan_tile)))
     tile = (max_corr, nchan_tile, nrow_tile)
+    wanted = [("DATA", "complex", "TiledDATA", "The data column"),
+              ("FLAG", "boolean", "TiledFLAG", "The data flags, array of bools with same shape as data")]
+    if with_model_column:
+        wanted.append(("MODEL_DATA", "complex", "TiledMODEL", "The model data column"))
+    if with_weight_spectrum:
+        wanted.append(("WEIGHT_SPECTRUM", "float", "TiledWgtSpectrum", "Weight for each data point"))
     cols = []
     dms = {}
-    wanted = [("DATA", "TiledDATA"), ("FLAG", "TiledFLAG")]
-    if with_model_column:
-        wanted.append(("MODEL_DATA", "TiledMODEL"))
-    if with_weight_spectrum:
-        wanted.append(("WEIGHT_SPECTRUM", "TiledWgtSpectrum"))
-    for i, (col, dm_name) in enumerate(wanted):
-        desc = dict(full[col])
-        desc["ndim"] = 2
-        desc.pop("shape", None)
-        desc["option"] = 0
-        desc["dataManagerType"] = "TiledShapeStMan"
-        desc["dataManagerGroup"] = dm_name
-        cols.append(ct.makecoldesc(col, desc))
+    for i, (col, vtype, dm_name, comment) in enumerate(wanted):
+        cols.append(ct.makearrcoldesc(col, 0, ndim=2, valuetype=vtype, datamanagertype="TiledShapeStMan",
+                                      datamanagergroup=dm_name, comment=comment))
         dms[f"*{i + 1}"] = _tsm(dm_name, col, tile)
     return ct.maketabdesc(cols), dms
 
@@ -140,14 +135,12 @@ def _fill_spectral_window(ms_path: str, spws: Sequence[SpectralWindow]) -> None:
         t.addrows(len(spws))
         for row, s in enumerate(spws):
             width = np.asarray(s.chan_width, float)
-            if width.size and np.all(width < 0):
+            if "WVR" in s.name.upper():
+                sideband = NET_SIDEBAND_DSB
+            elif width.size and np.all(width < 0):
                 sideband = NET_SIDEBAND_LSB
-            elif s.is_science or width.size > 1:
-                sideband = NET_SIDEBAND_USB
             else:
-                sideband = NET_SIDEBAND_DSB
-            if "WVR" in s.name:
-                sideband = NET_SIDEBAND_DSB
+                sideband = NET_SIDEBAND_USB
             t.putcell("NAME", row, s.name)
             t.putcell("NUM_CHAN", row, int(s.num_chan))
             t.putcell("CHAN_FREQ", row, np.asarray(s.chan_freq, float))
@@ -356,8 +349,7 @@ def create_ms(path: str, antennas: list[Antenna], spws: list[SpectralWindow], co
     start, end = (float(x) for x in observation.get("time_range", (0.0, 0.0)))
     tabdesc, dminfo = _main_table_layout(max_corr, max_chan, with_weight_spectrum, with_model_column)
     try:
-        with ct.default_ms(path, tabdesc, dminfo) as ms:
-            ms.putkeyword("MS_VERSION", 2.0)
+        ct.default_ms(path, tabdesc, dminfo).close()
         _fill_antenna(path, antennas)
         _fill_feed(path, len(antennas), start, end)
         _fill_spectral_window(path, spws)

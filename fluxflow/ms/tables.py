@@ -153,7 +153,8 @@ def _classify_open_error(path: str, err: RuntimeError) -> FluxflowError:
     if "asdmstman" in low:
         return UnsupportedStorageManagerError(
             f"{path}: a column is stored with CASA's AsdmStMan ({msg.strip()}). {_ASDM_ADVICE}")
-    if "not registered" in low or ("shared library" in low and "not found" in low):
+    if ("not registered" in low or "datamanager error" in low
+            or ("shared library" in low and "not found" in low)):
         return UnsupportedStorageManagerError(
             f"{path}: a column uses a storage manager this casacore cannot load "
             f"({msg.strip()}). Copy the MS with CASA's mstransform/split into standard storage "
@@ -204,7 +205,7 @@ def open_table(path: str, readonly: bool = True, lock_timeout: float | None = No
 
 def _check_ms_structure(t: ct.table, path: str) -> None:
     keywords = t.getkeywords()
-    is_ms = "MS_VERSION" in keywords or ct.tableinfo(path).get("type") == "Measurement Set"
+    is_ms = "MS_VERSION" in keywords or t.info().get("type") == "Measurement Set"
     if not is_ms:
         raise NotAMeasurementSetError(
             f"{path}: is a casacore table but not a MeasurementSet (no MS_VERSION keyword)")

@@ -1,0 +1,165 @@
+"""Write MODEL_DATA (setjy semantics of spec §3.10, §7.2; Stokes I only, spec §12).
+
+This is the only module that opens a MeasurementSet for writing, always with the write lock of
+:mod:`fluxflow.ms.tables`, and the only column it writes is MODEL_DATA (adding it if absent).
+
+* The model is a Stokes-I visibility I(uvw, ν) stored on both parallel hands (XX = YY = I or
+  RR = LL = I); cross hands are 0 (Q = U = V = 0).
+* Like setjy, the selected autocorrelation rows are written too.
+* A new MODEL_DATA column is initialised on every row to the unit point model (1 on parallel
+  hands), which is what CASA assumes for an MS without a model column.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import casacore.tables as ct
+import numpy as np
+
+from fluxflow.errors import MissingColumnError, WriteError
+from fluxflow.ms.metadata import read_metadata
+from fluxflow.ms.selection import chunk_rows_for, plan_selection, unit_model
+from fluxflow.ms.tables import ensure_lock, open_ms
+from fluxflow.ms.types import MSMetadata, Polarization
+
+#: model_fn(uvw (nrow, 3) metres, chan_freq (nchan,) Hz) -> Stokes-I visibilities (nrow, nchan).
+ModelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+#: Target size of one MODEL_DATA tile (bytes).
+TILE_BYTES = 2**20
+#: casacore column option bit "FixedShape".
+_FIXED_SHAPE = 4
+
+
+def _model_column_spec(t, md: MSMetadata) -> tuple[dict, dict]:
+    """(column description, data-manager info) for a new MODEL_DATA shaped like DATA.
+
+    Fixed-shape DATA -> TiledColumnStMan with that shape. DATA of varying shape (several spws
+    with different channel counts) cannot live in TiledColumnStMan, so TiledShapeStMan is used
+    (as CASA and python-casacore's addImagingColumns do). Tiles hold about TILE_BYTES.
+    """
+    source = "DATA" if "DATA" in t.colnames() else "CORRECTED_DATA"
+    desc = dict(t.getcoldesc(source))
+    desc.pop("keywords", None)
+    desc["comment"] = "The model data column"
+    desc["valueType"] = "complex"
+    shape = [int(x) for x in np.asarray(desc.get("shape", []), dtype=int).ravel()]
+    fixed = len(shape) == 2 and bool(int(desc.get("option", 0)) & _FIXED_SHAPE)
+    if fixed:
+        nchan, ncorr = shape
+        dm_type = "TiledColumnStMan"
+    else:
+        nchan = max([md.spw(d.spw_id).num_chan for d in md.data_descriptions] + [1])
+        ncorr = max([md.polarizations[d.pol_id].num_corr for d in md.data_descriptions] + [1])
+        dm_type = "TiledShapeStMan"
+        desc.pop("shape", None)
+        desc["option"] = 0
+        desc["ndim"] = 2
+    rows = max(1, min(TILE_BYTES // (8 * nchan * ncorr), t.nrows()))
+    desc["dataManagerType"] = dm_type
+    desc["dataManagerGroup"] = "ModelData"
+    dminfo = {"TYPE": dm_type, "NAME": "ModelData",
+              "SPEC": {"DEFAULTTILESHAPE": np.array([ncorr, nchan, rows], dtype=np.int32)}}
+    return desc, dminfo
+
+
+def _initialise_unit_model(t, path: str, md: MSMetadata, chunk_rows: int | None) -> None:
+    for dd in md.data_descriptions:
+        spw = md.spw(dd.spw_id)
+        pol: Polarization = md.polarizations[dd.pol_id]
+        step = chunk_rows_for(spw.num_chan, pol.num_corr, chunk_rows)
+        sel = t.query(f"DATA_DESC_ID == {dd.id}")
+        try:
+            n = sel.nrows()
+            for start in range(0, n, step):
+                m = min(step, n - start)
+                ensure_lock(t, path, write=True)
+                sel.putcol("MODEL_DATA", unit_model(m, spw.num_chan, pol), start, m)
+        finally:
+            del sel  # not close(): that would release the parent table's write lock
+
+
+def _ensure_model_column(t, path: str, md: MSMetadata, chunk_rows: int | None) -> bool:
+    if "MODEL_DATA" in t.colnames():
+        return False
+    desc, dminfo = _model_column_spec(t, md)
+    try:
+        t.addcols(ct.maketabdesc(ct.makecoldesc("MODEL_DATA", desc)), dminfo)
+        _initialise_unit_model(t, path, md, chunk_rows)
+    except RuntimeError as err:
+        raise WriteError(f"{path}: could not add and initialise MODEL_DATA: {err}") from err
+    return True
+
+
+def ensure_model_column(ms_path: str, chunk_rows: int | None = None, *, md: MSMetadata | None = None,
+                        lock_timeout: float | None = None) -> bool:
+    """Add MODEL_DATA (unit point model on every row) if absent. Returns True if it was added."""
+    md = md if md is not None else read_metadata(ms_path, with_scans=False, warn=False, lock_timeout=lock_timeout)
+    with open_ms(md.path, readonly=False, lock_timeout=lock_timeout) as t:
+        return _ensure_model_column(t, md.path, md, chunk_rows)
+
+
+def _stokes_i_to_model(values: np.ndarray, nrow: int, nchan: int, pol: Polarization) -> np.ndarray:
+    try:
+        stokes_i = np.broadcast_to(np.asarray(values), (nrow, nchan))
+    except ValueError:
+        raise ValueError(f"model_fn returned shape {np.shape(values)}, expected ({nrow}, {nchan})") from None
+    if not np.all(np.isfinite(stokes_i)):
+        raise ValueError("model_fn returned non-finite visibilities")
+    out = np.zeros((nrow, nchan, pol.num_corr), dtype=np.complex64)
+    out[:, :, list(pol.parallel_hands)] = stokes_i[:, :, None]
+    return out
+
+
+def write_model_data(ms_path: str, field_id: int, spw_id: int, model_fn: ModelFn,
+                     intents: Iterable[str] | str | None = None, scans: Iterable[int] | None = None,
+                     chunk_rows: int | None = None, *, md: MSMetadata | None = None,
+                     lock_timeout: float | None = None) -> int:
+    """Write model_fn's Stokes-I model into MODEL_DATA of the (field, spw[, intents, scans]) rows.
+
+    Autocorrelations of the selection are written too. MODEL_DATA is created first if absent
+    (see module docstring). Returns the number of rows written. Errors: SelectionError,
+    TableLockedError, WriteError; ValueError if model_fn returns a wrong shape or non-finite values.
+    """
+    md = md if md is not None else read_metadata(ms_path, with_scans=False, warn=False, lock_timeout=lock_timeout)
+    plan = plan_selection(md, field_id, spw_id, intents, scans, antennas=None, cross_only=False)
+    nchan = plan.spw.num_chan
+    freq = np.asarray(plan.spw.chan_freq, dtype=np.float64)
+    step = chunk_rows_for(nchan, plan.pol.num_corr, chunk_rows)
+    written = 0
+    with open_ms(md.path, readonly=False, lock_timeout=lock_timeout) as t:
+        if "DATA" not in t.colnames() and "CORRECTED_DATA" not in t.colnames():
+            raise MissingColumnError(f"{md.path}: no DATA column to shape MODEL_DATA on")
+        _ensure_model_column(t, md.path, md, chunk_rows)
+        if plan.where is None:
+            return 0
+        sel = t.query(plan.where)
+        try:
+            n = sel.nrows()
+            for start in range(0, n, step):
+                m = min(step, n - start)
+                ensure_lock(t, md.path, write=True)
+                uvw = np.asarray(sel.getcol("UVW", start, m), dtype=np.float64).reshape(m, 3)
+                model = _stokes_i_to_model(model_fn(uvw, freq), m, nchan, plan.pol)
+                try:
+                    sel.putcol("MODEL_DATA", model, start, m)
+                except RuntimeError as err:
+                    raise WriteError(f"{md.path}: writing MODEL_DATA failed: {err}") from err
+                written += m
+        finally:
+            del sel  # not close(): that would release the parent table's write lock
+    return written
+
+
+def _unit_stokes_i(uvw: np.ndarray, chan_freq: np.ndarray) -> np.ndarray:
+    return np.ones((uvw.shape[0], chan_freq.size), dtype=np.complex64)
+
+
+def reset_model_data(ms_path: str, field_id: int, spw_id: int, intents: Iterable[str] | str | None = None,
+                     scans: Iterable[int] | None = None, chunk_rows: int | None = None, *,
+                     md: MSMetadata | None = None, lock_timeout: float | None = None) -> int:
+    """Write the unit point model (I = 1 Jy) into MODEL_DATA of the selection; returns rows written."""
+    return write_model_data(ms_path, field_id, spw_id, _unit_stokes_i, intents=intents, scans=scans,
+                            chunk_rows=chunk_rows, md=md, lock_timeout=lock_timeout)
+
