@@ -183,7 +183,7 @@ class Results:
         parts = ["<h4>fluxflow: derived flux densities</h4>", self.fluxes().to_html(index=False,
                  float_format=lambda v: f"{v:.4g}")]
         if self.qa_rows():
-            parts += ["<h4>QA scores</h4>", self.qa()[["ms", "name", "score", "message"]].to_html(
+            parts += ["<h4>QA scores</h4>", self.qa()[["ms", "metric_name", "score", "message"]].to_html(
                 index=False)]
         for rec in self.failed:
             parts.append(f"<p><b>FAILED</b> {rec['ms_name']}: {rec['error']}</p>")

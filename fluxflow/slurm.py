@@ -294,9 +294,9 @@ def _ensure_jobs_gone(job_name: str, timeout: float = 30.0) -> list[str]:
     return ids
 
 
-def _newest_log_tail(log_directory: str, lines: int = 5) -> str:
+def _newest_log_tail(log_directory: str, job_name: str, lines: int = 5) -> str:
     try:
-        files = sorted(Path(log_directory).glob("*.err"), key=lambda p: p.stat().st_mtime)
+        files = sorted(Path(log_directory).glob(f"{job_name}-*.err"), key=lambda p: p.stat().st_mtime)
     except OSError:
         return ""
     if not files:
@@ -311,9 +311,8 @@ def _newest_log_tail(log_directory: str, lines: int = 5) -> str:
 def cluster_kwargs(settings: dict[str, Any], job_name: str, security: Any = None) -> dict[str, Any]:
     """Keyword arguments of ``dask_jobqueue.SLURMCluster`` for these settings."""
     s = settings
-    extra = list(s["worker_extra_args"])
     # worker HTTP endpoints on loopback only, unless worker_extra_args (later, so winning) say otherwise
-    extra = ["--dashboard-address", "127.0.0.1:0", *extra]
+    extra = ["--dashboard-address", "127.0.0.1:0", *s["worker_extra_args"]]
     if s["lifetime"]:
         extra += ["--lifetime", s["lifetime"]]
         if s["lifetime_stagger"]:
@@ -372,7 +371,7 @@ def _wait_for_workers(client: Any, settings: dict[str, Any], job_name: str) -> N
         raise FluxflowError(
             f"no Dask worker joined within {timeout:.0f} s (SLURM jobs '{job_name}': "
             f"{_queue_state(job_name)}). The worker jobs' sbatch logs are in "
-            f"{settings['log_directory']}{_newest_log_tail(settings['log_directory'])}") from exc
+            f"{settings['log_directory']}{_newest_log_tail(settings['log_directory'], job_name)}") from exc
 
 
 def _shutdown(client: Any, cluster: Any, job_name: str) -> None:
@@ -408,7 +407,10 @@ def slurm_client(spec: Any) -> Iterator[Any]:
 
     from fluxflow.security import make_tls_security, remove_tls_directory, security_directory
 
-    settings = dict(spec.slurm) if spec.slurm else slurm_settings(None, None)
+    unknown = set(spec.slurm) - set(DEFAULTS)
+    if unknown:
+        raise FluxflowError(f"unknown SLURM settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    settings = _validate({**slurm_settings(None, None), **spec.slurm})
     jq = _import_jobqueue()
     job_name = f"fluxflow-{secrets.token_hex(4)}"
     max_jobs = settings["max_jobs"]

@@ -38,6 +38,7 @@ class FieldSolution:
     amp: GainTable | None = None
     calvis: dict[int, object] = field(default_factory=dict)  # spw -> CalvisPartials
     amp_time: dict[int, np.ndarray] = field(default_factory=dict)  # spw -> A_t series
+    uvamp: dict[int, dict] = field(default_factory=dict)  # spw -> binned |V| and |model| vs uv
     nrows: dict[int, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
@@ -164,6 +165,8 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
                           refant=task.refants, minblperant=2, minsnr=task.minsnr,
                           field_id=task.field_id, spw_id=s)
         amp_tables.append(amp)
+        if task.role == "reference":
+            sol.uvamp[s] = uv_profile(vis_ph, flag, model, uvw, scan, a1, a2, amp, par)
 
         # §8 partial sums of the phase-calibrated data of the transfer intents
         if task.calvis_intents:
@@ -177,6 +180,33 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
     if amp_tables:
         sol.amp = GainTable.concat(amp_tables)
         sol.amp.ms_name = task.ms_name
+
+
+def uv_profile(vis, flag, model, uvw, scan, a1, a2, amp: GainTable, par, nbins: int = 24) -> dict:
+    """Calibrated amplitude and model amplitude vs projected baseline length (report plot).
+
+    Data are phase-calibrated and divided by the per-scan T amplitudes; channel-averaged
+    parallel hands; binned in uv distance (m) with the mean per bin."""
+    uvd = np.hypot(uvw[:, 0], uvw[:, 1])
+    good = ~flag[:, :, par]
+    n = good.sum(axis=(1, 2))
+    v = np.where(n > 0, (vis[:, :, par] * good).sum(axis=(1, 2)) / np.maximum(n, 1), np.nan)
+    m = np.abs(model[:, :, par]).mean(axis=(1, 2))
+    g = {(int(sc), int(a)): (np.nan if f else float(abs(c)))
+         for sc, a, c, f in zip(amp.scan, amp.antenna1, amp.cparam[:, 0, 0], amp.flag[:, 0, 0])}
+    gi = np.array([g.get((int(sc), int(a)), np.nan) for sc, a in zip(scan, a1)])
+    gj = np.array([g.get((int(sc), int(a)), np.nan) for sc, a in zip(scan, a2)])
+    cal = np.abs(v) / (gi * gj)
+    ok = np.isfinite(cal)
+    if not ok.any():
+        return {}
+    edges = np.linspace(0.0, uvd[ok].max() * 1.0001, nbins + 1)
+    idx = np.clip(np.digitize(uvd, edges) - 1, 0, nbins - 1)
+    cnt = np.bincount(idx[ok], minlength=nbins)
+    keep = cnt > 0
+    mean = lambda x: (np.bincount(idx[ok], weights=x[ok], minlength=nbins)[keep] / cnt[keep])  # noqa: E731
+    return {"uvdist_m": mean(uvd).tolist(), "amp": mean(cal).tolist(), "model": mean(m).tolist(),
+            "n": cnt[keep].tolist()}
 
 
 def _amp_time_series(vis, flag, time, rows) -> np.ndarray:
@@ -207,6 +237,7 @@ class MSResult:
     flag_commands: list = field(default_factory=list)
     fluxscale_log: list[str] = field(default_factory=list)
     spectral_fits: dict = field(default_factory=dict)  # field id -> fit dict
+    plots: dict = field(default_factory=dict)  # small arrays for the report
     phase_tables: dict[str, GainTable] = field(default_factory=dict)
     amp_table: GainTable | None = None
     amp_table_flagged: GainTable | None = None
@@ -249,6 +280,12 @@ def _reduce_ms(plan: MSPlan, solutions: list[FieldSolution], sigma: float, res: 
             key = f"{k}"
             res.phase_tables[key] = t if key not in res.phase_tables else GainTable.concat(
                 [res.phase_tables[key], t])
+    for s in good:
+        for spw, prof in s.uvamp.items():
+            if prof:
+                res.plots.setdefault("uvamp", {}).setdefault(str(s.field_id), {})[str(spw)] = prof
+        for spw, series in s.amp_time.items():
+            res.plots.setdefault("amp_time", {}).setdefault(str(s.field_id), {})[str(spw)] = series
     amps = [s.amp for s in good if s.amp is not None and s.amp.nrow]
     if not amps:
         raise_solve("no amplitude solutions: every calibrator solve failed or had no data")

@@ -136,6 +136,12 @@ def test_settings_missing_file(tmp_path):
         slurm_settings(tmp_path / "nope.yaml", None)
 
 
+def test_slurm_client_rejects_unknown_settings():
+    with pytest.raises(FluxflowError, match="unknown SLURM settings"):
+        with slurm_client(ClusterSpec(kind="slurm", slurm={"partiton": "debug"})):
+            pytest.fail("must not start")
+
+
 def test_deploy_example_configs_load():
     s = slurm_settings(REPO / "deploy" / "fluxflow-slurm.yaml", argparse.Namespace(workers=None))
     assert (s["queue"], s["cores"], s["processes"], s["max_jobs"]) == ("normal", 4, 4, 8)
