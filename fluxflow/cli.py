@@ -51,6 +51,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     c.add_argument("--scheduler-address", default=None, help="join a running Dask scheduler")
     c.add_argument("--workers", type=int, default=None, help="worker processes (local) / jobs (slurm)")
     c.add_argument("--slurm-config", default=None, help="YAML with SLURMCluster settings")
+    c.add_argument("--slurm-partition", default=None, help="SLURM partition (sbatch -p)")
+    c.add_argument("--slurm-account", default=None, help="SLURM account (sbatch -A)")
+    c.add_argument("--slurm-walltime", default=None, help="walltime per worker job, e.g. 01:00:00")
+    c.add_argument("--slurm-memory", default=None, help="memory per worker job, e.g. 8GB")
+    c.add_argument("--slurm-cores", type=int, default=None, help="cores (= worker processes) per job")
+    c.add_argument("--slurm-interface", default=None, help="network interface for Dask, e.g. ib0")
+    c.add_argument("--slurm-adaptive", action="store_true", default=None,
+                   help="scale between 1 and --workers jobs")
+    c.add_argument("--dashboard-address", default=None,
+                   help="where the dashboard listens (slurm default 127.0.0.1:8787)")
+    c.add_argument("--no-tls", action="store_true", help="slurm: no TLS between scheduler, workers and client")
     c.add_argument("--no-progress", action="store_true")
 
 

@@ -64,13 +64,14 @@ def _test_settings(tmp_path: Path, **yaml_extra: object) -> dict:
 
 def test_settings_merge_yaml_cli_jobqueue_config(tmp_path):
     cfg = tmp_path / "fluxflow-slurm.yaml"
-    cfg.write_text(textwrap.dedent("""\
+    cfg.write_text(textwrap.dedent(f"""\
         partition: short
         account: proj42
         cores: 4
         memory: 16GB
         walltime: "00:45:00"
         local-directory: /scratch/me
+        log_directory: {tmp_path / "logs"}
         job_extra_directives: ["--qos=normal", "--constraint=cpu"]
         lifetime: 50m
         lifetime_stagger: 5m
@@ -86,7 +87,7 @@ def test_settings_merge_yaml_cli_jobqueue_config(tmp_path):
     assert s["walltime"] == "00:20:00"      # CLI over YAML
     assert s["max_jobs"] == 3               # --workers is the job maximum
     assert s["cores"] == 4 and s["processes"] == 4  # one single-threaded process per core
-    assert s["local_directory"] == "/scratch/me"
+    assert s["local_directory"] == "/scratch/me" and s["log_directory"] == str(tmp_path / "logs")
     assert s["adaptive"] is True and s["tls"] is True
     assert s["dashboard_address"] == "127.0.0.1:8787"
 
