@@ -151,7 +151,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from fluxflow.workflow import run
 
     os.makedirs(a.dir, exist_ok=True)
-    sim = simulate_ms(os.path.join(a.dir, "demo.ms"), seed=1)
+    sim = simulate_ms(os.path.join(a.dir, "demo.ms"), seed=1, overwrite=True)
     print(f"simulated {sim.ms_path}")
     params = Params(vis=(sim.ms_path,), reffile=sim.flux_csv, output_dir=os.path.join(a.dir, "out"))
     from fluxflow.cluster import ClusterSpec
@@ -214,8 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not a.verbose:  # quiet Dask's INFO chatter, also in worker processes (they inherit env)
+        os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
+    level = logging.INFO if a.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for h in logging.getLogger().handlers:  # the run's log file gets INFO; the terminal `level`
+        h.setLevel(level)
     if not a.debug:
         warnings.simplefilter("default", FluxflowWarning)
     try:

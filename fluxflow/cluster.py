@@ -68,7 +68,6 @@ def open_client(spec: ClusterSpec | None = None) -> Iterator[Any]:
                            dashboard_address=spec.dashboard_address)
     client = Client(cluster)
     try:
-        log.info("Dask dashboard: %s", client.dashboard_link)
         yield client
     finally:
         client.close()

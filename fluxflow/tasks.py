@@ -302,8 +302,9 @@ def _reduce_ms(plan: MSPlan, solutions: list[FieldSolution], sigma: float, res: 
     res.amp_table_flagged, res.flag_commands = flagged, cmds
 
     # §6 fluxscale
+    sci_freqs = {s: plan.spw_freqs[s] for s in plan.science_spws}
     fs = fluxscale(flagged, plan.reference_ids, plan.transfer_ids, list(plan.refspwmap),
-                   plan.spw_freqs, plan.n_ant, field_names=plan.field_names)
+                   sci_freqs, plan.n_ant, field_names=plan.field_names)
     res.scaled_table = fs.scaled_table
     res.fluxscale_log = list(fs.log)
     res.spectral_fits = dict(fs.fits)

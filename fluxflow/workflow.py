@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 import warnings
 
@@ -115,7 +116,27 @@ def run(params: Params, cluster: ClusterSpec | None = None, client=None,
         raise FluxflowError("no MeasurementSet given (vis is empty)")
     t0 = time.time()
     os.makedirs(params.output_dir, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(params.output_dir, "fluxflow.log"), mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(min(log.level or logging.INFO, logging.INFO))
+    try:
+        return _run(params, cluster, client, progress, t0)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run(params: Params, cluster, client, progress: bool, t0: float) -> Results:
+    log.info("fluxflow %s: %d MS(s), output %s", _version(), len(params.vis),
+             os.path.abspath(params.output_dir))
     plans, failed = plan_all(params)
+    for plan in plans:
+        log.info("%s: reference %s, transfer %s, transfer intents %s, refant %s, %d solve tasks%s",
+                 plan.ms_name, [plan.field_names[i] for i in plan.reference_ids],
+                 [plan.field_names[i] for i in plan.transfer_ids], ",".join(plan.transintents),
+                 ",".join(plan.refant_names[:3]), len(plan.tasks),
+                 f", resolved: antenna={plan.resantenna} uvrange={plan.uvrange}" if plan.resantenna else "")
     final, solves = build_graph(plans, params)
     report = os.path.join(params.output_dir, "dask-performance.html")
     with contextlib.ExitStack() as stack:
@@ -129,12 +150,30 @@ def run(params: Params, cluster: ClusterSpec | None = None, client=None,
             from distributed import performance_report
 
             log.info("Dask dashboard: %s", client.dashboard_link)
+            if progress:
+                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             with performance_report(filename=report):
                 per_ms = _compute_with_progress(client, final, solves, progress)
     results = Results(ms_results=failed + per_ms, params=params, elapsed=time.time() - t0,
                       performance_report=report)
+    for r in failed + per_ms:
+        for w in r.warnings:
+            log.warning("%s: %s", r.ms_name, w)
+        for line in r.fluxscale_log:
+            log.info("%s: fluxscale: %s", r.ms_name, line)
+        for c in r.flag_commands:
+            log.info("%s: outlier flag: %s", r.ms_name, c.to_casa() if hasattr(c, "to_casa") else c)
+        if r.error:
+            log.error("%s: FAILED: %s", r.ms_name, r.error)
     results.save(params.output_dir)
+    log.info("done in %.1f s; exit code %d", results.elapsed, results.exit_code)
     return results
+
+
+def _version() -> str:
+    from fluxflow import __version__
+
+    return __version__
 
 
 def _compute_with_progress(client, final, solves, progress: bool):
