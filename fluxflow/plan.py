@@ -239,9 +239,16 @@ def plan_ms(md: MSMetadata, params: Params, catalogue: list[CatalogueRow]) -> MS
     valid = {f.id: [s for s in md.spws_for(f.id) if s in sci] for f in md.fields}
 
     refspwmap = params.refspwmap or (-1,)
-    for s in refspwmap:
-        if s >= 0 and s not in [x.id for x in md.spws]:
+    ref_spws = {s for r in ref_ids for s in md.spws_for(r, refintents)}
+    for i, s in enumerate(refspwmap):
+        if s < 0 or (len(refspwmap) > 1 and s == i):
+            continue
+        if s not in [x.id for x in md.spws]:
             raise SelectionError(f"{md.name}: refspwmap names spw {s}, which the MS does not have")
+        if ref_ids and s not in ref_spws:
+            raise SelectionError(f"{md.name}: refspwmap maps spw {i} to spw {s}, which has no "
+                                 f"{','.join(refintents)} data on the reference field(s) "
+                                 f"(spws with data: {sorted(ref_spws)})")
 
     plan = MSPlan(
         ms=md.path, ms_name=md.name, reference_ids=ref_ids, transfer_ids=tr_ids, transintents=ti,
@@ -259,11 +266,16 @@ def plan_ms(md: MSMetadata, params: Params, catalogue: list[CatalogueRow]) -> MS
     )
     if not ref_ids:
         plan.adopt = True  # §3.1 guard; the session reduction may adopt fluxes (§12)
-        plan.warnings.append(f"{md.name}: no data with reference intent {','.join(refintents)}")
+        plan.warnings.append(f"no data with reference intent {','.join(refintents)}")
         return plan
     if not tr_ids:
-        plan.warnings.append(f"{md.name}: no transfer calibrators (intents {','.join(ti)})")
+        plan.warnings.append(f"no transfer calibrators (intents {','.join(ti)})")
 
+    if len(md.antennas) < 3:
+        from fluxflow.errors import SolveError
+
+        raise SolveError(f"{md.name}: only {len(md.antennas)} antennas; antenna-based gain solutions "
+                         "need at least 3")
     # §3.3 refant, §3.4 resolved calibrator
     refants = choose_refants(md, params)
     resantenna, uvrange, info = resolved_selection(md, params, ref_ids, refants[0], sci)
@@ -320,7 +332,7 @@ def plan_ms(md: MSMetadata, params: Params, catalogue: list[CatalogueRow]) -> MS
         read_intents = fint[fid] & (set(refintents) | set(ti)) if role == "reference" else fint[fid] & set(ti)
         spws = [s for s in md.spws_for(fid, read_intents) if s in sci]
         if not spws:
-            plan.warnings.append(f"{md.name}: field {md.field(fid).name} has no science spw with "
+            plan.warnings.append(f"field {md.field(fid).name} has no science spw with "
                                  f"intents {','.join(sorted(read_intents))}")
             continue
         pls = tuple(solves.get(fid, []))

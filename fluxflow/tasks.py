@@ -458,7 +458,8 @@ def reduce_session(results: list[MSResult]) -> list[MSResult]:
     spw_names = {r.ms_name: r.plan.spw_names for r in results if r.plan is not None}
     if not per_ms:
         for r in adopters:
-            r.error = "no flux calibrator in this MS nor in any other MS of the run"
+            r.error = (f"no field with intent {','.join(r.plan.refintents)} (and no `reference` "
+                       "given), and no other MS of the run has one to adopt fluxes from")
         return results
     field_ids = {r.ms_name: {n: i for i, n in r.plan.field_names.items() if i in r.plan.transfer_ids}
                  for r in adopters}
