@@ -179,9 +179,11 @@ def reference_model(md: MSMetadata, params: Params, catalogue: list[CatalogueRow
     if row is None:
         if "MODEL_DATA" in md.data_columns:
             return ModelSpec(kind="column")
+        hint = ("" if catalogue else f" (the catalogue has no rows for this MS at all: rows are matched "
+                f"on the `ms` column, which must be {md.name!r})")
         raise FluxflowError(
             f"{md.name}: reference field {f.name} (id {field_id}) spw {spw_id} has no row in the flux "
-            "catalogue (reffile) and the MS has no MODEL_DATA: give its flux density in flux.csv")
+            f"catalogue (reffile) and the MS has no MODEL_DATA: give its flux density in flux.csv{hint}")
     diameter = body_diameter(md, params, field_id)
     kind = "disk" if diameter > 0 else "point"
     return ModelSpec(kind=kind, I=row.I, spix=row.spix, ref_freq=spw.centre_frequency,

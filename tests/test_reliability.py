@@ -237,3 +237,29 @@ def test_worker_killed_during_solves_is_survived(base, tmp_path):
         th.join()
     assert killed.is_set() and len(pids) == 2
     assert res.flux_rows() == ref.flux_rows()
+
+
+def test_no_space_for_model_data(ms, tmp_path):
+    """A full disk while adding MODEL_DATA: clear message, MS readable and unchanged."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    size_k = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(ms) for f in fs) // 1024
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_k + 700}k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    try:
+        small = str(mnt / "eb.ms")
+        shutil.copytree(ms, small)
+        before = checksums(small)
+        p = cli("run", small, "--cluster", "sync", "-o", str(tmp_path / "o"), "--no-progress",
+                "--reffile", str(tmp_path / "eb.flux.csv"))
+        assert p.returncode == 1
+        assert "not enough disk space to add MODEL_DATA" in p.stdout
+        assert checksums(small) == before
+        with ct.table(small, ack=False) as t:
+            assert "MODEL_DATA" not in t.colnames()
+        rec = json.load(open(tmp_path / "o" / "results.json"))["ms"][0]
+        assert len(rec["derived_fluxes"]) == 12  # the fluxes are still reported
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

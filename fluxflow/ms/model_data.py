@@ -83,6 +83,7 @@ def _initialise_unit_model(t, path: str, md: MSMetadata, chunk_rows: int | None)
 def _ensure_model_column(t, path: str, md: MSMetadata, chunk_rows: int | None) -> bool:
     if "MODEL_DATA" in t.colnames():
         return False
+    _check_free_space(t, path, md)
     desc, dminfo = _model_column_spec(t, md)
     try:
         t.addcols(ct.maketabdesc(ct.makecoldesc("MODEL_DATA", desc)), dminfo)
@@ -90,6 +91,27 @@ def _ensure_model_column(t, path: str, md: MSMetadata, chunk_rows: int | None) -
     except RuntimeError as err:
         raise WriteError(f"{path}: could not add and initialise MODEL_DATA: {err}") from err
     return True
+
+
+def _check_free_space(t, path: str, md: MSMetadata) -> None:
+    """Refuse to add MODEL_DATA when the disk cannot hold it.
+
+    casacore aborts the whole process (an exception escaping a destructor) when it runs out of
+    space while adding a column, so fluxflow checks first: the new column needs about
+    nrow x nchan x ncorr x 8 bytes (complex64), plus a margin for the table files it rewrites."""
+    import shutil
+
+    ddid = t.getcol("DATA_DESC_ID")
+    counts = np.bincount(ddid, minlength=len(md.data_descriptions))
+    need = 0
+    for dd, n in zip(md.data_descriptions, counts):
+        need += int(n) * md.spw(dd.spw_id).num_chan * md.polarizations[dd.pol_id].num_corr * 8
+    need = int(need * 1.05) + 4 * 2**20
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise WriteError(f"{path}: not enough disk space to add MODEL_DATA ({need / 2**20:.1f} MiB "
+                         f"needed, {free / 2**20:.1f} MiB free); the MS is unchanged. Free space, "
+                         "or add MODEL_DATA beforehand, or run with --no-model")
 
 
 def ensure_model_column(ms_path: str, chunk_rows: int | None = None, *, md: MSMetadata | None = None,
