@@ -65,10 +65,25 @@ def _model_array(spec: ModelSpec, ds, corr_par: tuple[int, ...]) -> np.ndarray:
 
 
 def _rows_with(scan: np.ndarray, scan_intents: dict[int, frozenset[str]], intents) -> np.ndarray:
+    """Rows whose scan carries any of `intents` (vectorised over rows via the unique scans)."""
     want = set(intents)
-    ok = np.array([bool(scan_intents.get(int(s), frozenset()) & want) for s in np.unique(scan)])
-    lut = dict(zip(np.unique(scan).tolist(), ok.tolist()))
-    return np.fromiter((lut[int(s)] for s in scan), bool, count=scan.size) if scan.size else np.zeros(0, bool)
+    uniq, inv = np.unique(scan, return_inverse=True)
+    ok = np.array([bool(scan_intents.get(int(s), frozenset()) & want) for s in uniq], bool)
+    return ok[inv] if scan.size else np.zeros(0, bool)
+
+
+def _gain_lookup(table: GainTable, scan: np.ndarray, ant: np.ndarray) -> np.ndarray:
+    """|g| of a per-scan T table for each (scan, antenna) pair; NaN where flagged or missing."""
+    out = np.full(scan.shape, np.nan)
+    if table.nrow == 0 or scan.size == 0:
+        return out
+    scans = np.unique(np.concatenate([table.scan, scan]))
+    n_ant = int(max(table.antenna1.max(), ant.max())) + 1
+    lut = np.full((scans.size, n_ant), np.nan)
+    amp = np.abs(table.cparam[:, 0, 0]).astype(float)
+    amp[table.flag[:, 0, 0]] = np.nan
+    lut[np.searchsorted(scans, table.scan), table.antenna1] = amp
+    return lut[np.searchsorted(scans, scan), ant]
 
 
 def _phase_rows(p: PhaseSolve, base: np.ndarray, a1, a2, uvw) -> np.ndarray:
@@ -192,11 +207,7 @@ def uv_profile(vis, flag, model, uvw, scan, a1, a2, amp: GainTable, par, nbins: 
     n = good.sum(axis=(1, 2))
     v = np.where(n > 0, (vis[:, :, par] * good).sum(axis=(1, 2)) / np.maximum(n, 1), np.nan)
     m = np.abs(model[:, :, par]).mean(axis=(1, 2))
-    g = {(int(sc), int(a)): (np.nan if f else float(abs(c)))
-         for sc, a, c, f in zip(amp.scan, amp.antenna1, amp.cparam[:, 0, 0], amp.flag[:, 0, 0])}
-    gi = np.array([g.get((int(sc), int(a)), np.nan) for sc, a in zip(scan, a1)])
-    gj = np.array([g.get((int(sc), int(a)), np.nan) for sc, a in zip(scan, a2)])
-    cal = np.abs(v) / (gi * gj)
+    cal = np.abs(v) / (_gain_lookup(amp, scan, a1) * _gain_lookup(amp, scan, a2))
     ok = np.isfinite(cal)
     if not ok.any():
         return {}
@@ -339,16 +350,8 @@ def raise_solve(msg: str) -> None:
 
 def _amp_lookup(table: GainTable, field_id: int, spw_id: int):
     """(scan, antenna) -> unflagged T amplitude, NaN when flagged or missing (calflagstrict)."""
-    sel = (table.field_id == field_id) & (table.spw_id == spw_id)
-    t = table.select(sel)
-    amp = np.abs(t.cparam[:, 0, 0]).astype(float)
-    amp[t.flag[:, 0, 0]] = np.nan
-    lut = {(int(sc), int(a)): float(v) for sc, a, v in zip(t.scan, t.antenna1, amp)}
-
-    def lookup(scan: np.ndarray, ant: np.ndarray) -> np.ndarray:
-        return np.array([lut.get((int(sc), int(a)), np.nan) for sc, a in zip(scan, ant)], float)
-
-    return lookup
+    t = table.select((table.field_id == field_id) & (table.spw_id == spw_id))
+    return lambda scan, ant: _gain_lookup(t, np.asarray(scan), np.asarray(ant))
 
 
 def qa_scores(plan: MSPlan, measurements: list[FluxMeasurement], amp_time: dict) -> list:

@@ -176,8 +176,8 @@ def uv_amplitude(rec: dict, field_id: int, path: str) -> bool:
         axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
         for s in spws:
             _uv_series(axes[0], prof[s], colours[s], f"spw {s}")
-        axes[0].set_title(f"{name}: all antennas")
         if panels == 2:
+            axes[0].set_title("all antennas and baselines")
             if limits is not None:
                 for edge in limits:
                     if 0 < edge < xmax:
@@ -198,7 +198,7 @@ def uv_amplitude(rec: dict, field_id: int, path: str) -> bool:
         handles = [Line2D([], [], color="k", marker="o", ls="none", ms=5, label="calibrated data (binned)"),
                    Line2D([], [], color="k", lw=1.5, label="model")]
         handles += [Line2D([], [], color=colours[s], lw=3, label=f"spw {s}") for s in spws]
-        axes[-1].legend(handles=handles, loc="upper right", framealpha=0.85)
+        axes[-1].legend(handles=handles, loc="best", framealpha=0.85)
         fig.suptitle(f"Flux calibrator {name}: amplitude vs uv distance", fontsize=11)
         return _save(fig, path)
 
@@ -248,13 +248,13 @@ def gain_vs_time(rec: dict, path: str) -> bool:
     with rc_context(STYLE):
         fig = _figure(11.0 if ncol == 2 else 7.0, 2.9 * nrow + 0.9)
         axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True).ravel()
+        point_colour = np.array([acol[a] for a in ant.tolist()]) if len(ant) else np.zeros((0, 4))
         for ax, s in zip(axes, spws.tolist()):
-            for a in ants.tolist():
-                for f in fields.tolist():
-                    sel = (spw == s) & (ant == a) & (field == f)
-                    for p in range(amp.shape[1]):
-                        ok = sel & ~flag[:, p]
-                        ax.plot(t[ok], amp[ok, p], fmark[f], color=acol[a], ms=3.5, ls="none", alpha=0.9)
+            for f in fields.tolist():
+                for p in range(amp.shape[1]):
+                    ok = (spw == s) & (field == f) & ~flag[:, p]
+                    ax.scatter(t[ok], amp[ok, p], c=point_colour[ok], marker=fmark[f], s=13, linewidths=0,
+                               alpha=0.9)
             for p in range(amp.shape[1]):
                 bad = (spw == s) & outlier[:, p]
                 ax.plot(t[bad], amp[bad, p], "o", mfc="none", mec=FLAG_COLOUR, ms=10, mew=1.5, ls="none")
@@ -266,7 +266,7 @@ def gain_vs_time(rec: dict, path: str) -> bool:
             ax.set_visible(False)
         for ax in axes[max(0, len(spws) - ncol):len(spws)]:
             ax.set_xlabel("Time (UTC)")
-            ax.xaxis.set_major_formatter(_time_formatter())
+            _time_axis(ax)
         handles = [Line2D([], [], marker=fmark[f], color="0.3", ls="none", ms=6,
                           label=fnames.get(str(f), str(f))) for f in fields.tolist()]
         handles.append(Line2D([], [], marker="o", mfc="none", mec=FLAG_COLOUR, mew=1.5, ls="none", ms=9,
@@ -279,10 +279,11 @@ def gain_vs_time(rec: dict, path: str) -> bool:
         return _save(fig, path)
 
 
-def _time_formatter():
-    from matplotlib.dates import DateFormatter
+def _time_axis(ax) -> None:
+    from matplotlib.dates import AutoDateLocator, DateFormatter
 
-    return DateFormatter("%H:%M")
+    ax.xaxis.set_major_locator(AutoDateLocator(minticks=3, maxticks=7))
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
 
 
 # ---------------------------------------------------------------------------------------------
