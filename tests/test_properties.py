@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fluxflow.errors import ConvergenceWarning, SolveError
@@ -135,14 +135,18 @@ def solve_cases(draw, noise_free: bool = False, with_positions: bool | None = No
 
 
 def run_solve(case: SolveCase, data: dict | None = None, refant: int | None = None,
-              positions: np.ndarray | None = None) -> GainTable:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)  # every solvable interval must converge
-        return solve_gains(**(data or case.data), n_ant=case.n_ant, corr_types=case.corr,
-                           solint=case.solint, gaintype=case.gaintype, calmode=case.calmode,
-                           refant=(case.refant if refant is None else refant,),
-                           minblperant=case.minblperant, minsnr=case.minsnr,
-                           antenna_positions=case.positions if positions is None else positions)
+              positions: np.ndarray | None = None) -> tuple[GainTable, int]:
+    """Solve; returns the table and the number of intervals reported as not converged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        tab = solve_gains(**(data or case.data), n_ant=case.n_ant, corr_types=case.corr,
+                          solint=case.solint, gaintype=case.gaintype, calmode=case.calmode,
+                          refant=(case.refant if refant is None else refant,),
+                          minblperant=case.minblperant, minsnr=case.minsnr,
+                          antenna_positions=case.positions if positions is None else positions)
+    unconverged = [int(str(w.message).split()[0]) for w in caught
+                   if issubclass(w.category, ConvergenceWarning)]
+    return tab, sum(unconverged)
 
 
 @dataclass
@@ -197,6 +201,22 @@ def expected_solve(case: SolveCase) -> Expected:
     return Expected(interval_rows, edges, solvable, np.array(label), dead)
 
 
+def written_intervals(tab: GainTable, exp: Expected, n_ant: int, unconverged: int) -> np.ndarray:
+    """Check that rows exist, one per antenna, exactly for the intervals with a solvable antenna
+    (less the ones reported as not converged, spec §9: no rows for a failed solve); returns the
+    indices of the written intervals."""
+    candidates = np.flatnonzero(exp.solvable.any(axis=(1, 2)))
+    assert tab.nrow % n_ant == 0
+    t = tab.time[::n_ant]
+    written = np.array([candidates[np.argmin(np.abs(exp.label_time[candidates] - x))] for x in t],
+                       dtype=np.int64)
+    np.testing.assert_allclose(t, exp.label_time[written], rtol=0, atol=1e-6)
+    assert np.all(np.diff(written) > 0)
+    assert candidates.size - written.size == unconverged
+    np.testing.assert_array_equal(tab.antenna1, np.tile(np.arange(n_ant), written.size))
+    return written
+
+
 def per_interval(tab: GainTable, n_ant: int) -> tuple[np.ndarray, ...]:
     """Table columns reshaped to (nsol, n_ant, npar) / (nsol,)."""
     nsol = tab.nrow // n_ant
@@ -210,19 +230,15 @@ def per_interval(tab: GainTable, n_ant: int) -> tuple[np.ndarray, ...]:
 @settings(max_examples=120, **FAST)
 @given(case=solve_cases())
 def test_solve_gains_invariants(case):
-    tab = run_solve(case)
+    tab, unconverged = run_solve(case)
     exp = expected_solve(case)
     npar = 2 if case.gaintype == "G" else 1
     assert tab.npar == npar and tab.vis_cal == ("G Jones" if npar == 2 else "T Jones")
-
-    # rows exactly for the intervals with at least one solvable antenna, one per antenna
-    solved_iv = np.flatnonzero(exp.solvable.any(axis=(1, 2)))
-    assert tab.nrow == solved_iv.size * case.n_ant
+    solved_iv = written_intervals(tab, exp, case.n_ant, unconverged)
     if tab.nrow == 0:
         return
     g, flag, snr, err, ant2, t = per_interval(tab, case.n_ant)
-    np.testing.assert_array_equal(tab.antenna1, np.tile(np.arange(case.n_ant), solved_iv.size))
-    np.testing.assert_allclose(t, exp.label_time[solved_iv], rtol=0, atol=1e-6)
+    event(f"unconverged={unconverged > 0}, refant lost={bool(np.any(ant2 == -1))}")
     assert np.all(np.isfinite(g)) and np.all(np.isfinite(snr)) and np.all(np.isfinite(err))
     assert np.all(err >= 0) and np.all(snr >= 0)
 
@@ -239,6 +255,7 @@ def test_solve_gains_invariants(case):
         assert flag[:, a, :].all()
     # SNR ≤ minsnr → flagged
     assert np.all(flag[solvable & (snr <= case.minsnr)])
+    event(f"unsolvable={bool((~solvable).any())}, low SNR={bool((solvable & (snr <= case.minsnr)).any())}")
     # any other flag comes from an interval without a usable refant (ANTENNA2 = −1) ...
     pre_good = solvable & (snr > case.minsnr)
     extra = flag & pre_good
@@ -292,9 +309,10 @@ def components(edges: set[tuple[int, int]]) -> list[tuple[set[int], bool]]:
 @settings(max_examples=100, **FAST)
 @given(case=solve_cases(noise_free=True))
 def test_noise_free_solve_recovers_truth_up_to_reference_phase(case):
-    tab = run_solve(case)
+    tab, unconverged = run_solve(case)
     exp = expected_solve(case)
-    solved_iv = np.flatnonzero(exp.solvable.any(axis=(1, 2)))
+    assert unconverged == 0  # the noise-free problem has an exact solution
+    solved_iv = written_intervals(tab, exp, case.n_ant, 0)
     if tab.nrow == 0:
         return
     g, flag, *_ = per_interval(tab, case.n_ant)
@@ -333,9 +351,9 @@ def test_solve_gains_is_invariant_under_antenna_renumbering(case, data):
     d["antenna1"], d["antenna2"] = perm[d["antenna1"]], perm[d["antenna2"]]
     pos = np.empty_like(case.positions)
     pos[perm] = case.positions
-    a = run_solve(case)
-    b = run_solve(case, data=d, refant=int(perm[case.refant]), positions=pos)
-    assert a.nrow == b.nrow
+    a, ua = run_solve(case)
+    b, ub = run_solve(case, data=d, refant=int(perm[case.refant]), positions=pos)
+    assert a.nrow == b.nrow and ua == ub
     if a.nrow == 0:
         return
     ga, fa, sa, ea, ra, ta = per_interval(a, case.n_ant)

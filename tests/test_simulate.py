@@ -249,7 +249,7 @@ def test_flux_csv_rows(basic):
         factor = 1.0 if intent == "AMPLITUDE" else 1.1
         assert float(row["I"]) == pytest.approx(factor * s100 * (centres[spw] / 100e9) ** spix, rel=1e-12)
         assert float(row["spix"]) == pytest.approx(spix)
-        assert [row[k] for k in "QUV"] == ["0.0"] * 3 and row["uvmin"] == row["uvmax"] == "0"
+        assert [row[k] for k in "QUV"] == ["0.0"] * 3 and float(row["uvmin"]) == float(row["uvmax"]) == 0.0
         m = pattern.match(row["comment"])
         assert m and m.group(1) == name and m.group(2) == intent
         seen.add((name, spw))

@@ -199,7 +199,6 @@ def test_scancel_of_a_worker_job_mid_run_gives_unchanged_results(slurm_cluster_a
         assert killed["done"] < killed["total"], killed
         assert killed["addr"] not in client.scheduler_info()["workers"]
         assert killed["job"] not in _queued()
-    print("KILLED", killed, res.elapsed)
     assert res.exit_code == 0
     assert (out / "derived_fluxes.csv").read_bytes() == (local_run / "derived_fluxes.csv").read_bytes()
     assert _fluxes(out) == _fluxes(local_run)

@@ -166,6 +166,7 @@ def report_context(results, outdir: str, build_dir: str) -> dict:
             if fig:
                 eb_figs.append(fig)
     qa_rows = [dict(ms=rec["ms_name"], **_qa_row(q)) for rec in records for q in rec.get("qa", [])]
+    qa_rows.sort(key=lambda q: q["score"] if q["score"] is not None else -1.0)  # lowest first (stable)
     perf = _performance_link(results.performance_report, outdir)
     return {
         "title": "fluxflow — flux-scale transfer (hifa_gfluxscale)",

@@ -84,20 +84,23 @@ def flux_vs_frequency(rec: dict, field_id: int, path: str) -> bool:
     name = cal[0]["field_name"]
     spws = [m["spw_id"] for m in cal]
     with rc_context(STYLE):
-        fig = _figure(7.0, 4.2)
+        fig = _figure(5.8, 3.9)
         ax = fig.add_subplot()
         colours = _colours(len(cal))
         for i, m in enumerate(cal):
             s = m["spw_id"]
             x, xe = freqs[s] / 1e9, (bws.get(s) or 0.0) / 2e9
-            ax.errorbar([x], [m["I"]], xerr=[xe], yerr=[m["I_err"] or 0.0], fmt=MARKERS[i % len(MARKERS)],
-                        color=colours[i], ms=6, capsize=3, lw=1.3,
-                        label=f"spw {s} {'adopted' if adopted else 'calibrated'}")
+            ax.errorbar([x], [m["I"]], xerr=[xe], yerr=[m["I_err"] or 0.0], fmt="o", color=colours[i], ms=5,
+                        capsize=3, lw=1.3, zorder=3)
+            ax.annotate(f"spw {s}", (x, m["I"] + (m["I_err"] or 0.0)), xytext=(0, 4), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=8, color=colours[i])
             if s in fs:
-                ax.plot([x], [fs[s]["I"]], MARKERS[i % len(MARKERS)], mfc="none", mec=colours[i], ms=11,
-                        mew=1.2)
+                ax.plot([x], [fs[s]["I"]], "o", mfc="none", mec=colours[i], ms=10, mew=1.2, zorder=3)
+        handles = [Line2D([], [], marker="o", color="0.3", ms=5, lw=1.3,
+                          label="adopted (session)" if adopted else "calibrated visibility")]
         if fs:
-            ax.plot([], [], "o", mfc="none", mec="0.3", ms=10, label="fluxscale derived")
+            handles.append(Line2D([], [], marker="o", mfc="none", mec="0.3", ms=10, ls="none",
+                                  label="fluxscale derived"))
         lo = min(freqs[s] - (bws.get(s) or 0) / 2 for s in spws) / 1e9
         hi = max(freqs[s] + (bws.get(s) or 0) / 2 for s in spws) / 1e9
         pad = max(0.05 * (hi - lo), 0.25)
@@ -112,8 +115,8 @@ def flux_vs_frequency(rec: dict, field_id: int, path: str) -> bool:
         for k, (origin, pts) in enumerate(sorted(by_origin.items())):
             pts.sort()
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            ax.plot(xs, ys, "-", marker=MARKERS[(k + 1) % len(MARKERS)], color="k", ms=5, lw=1,
-                    label=f"catalogue ({ORIGIN_LABELS.get(origin, origin)})")
+            handles += ax.plot(xs, ys, "-", marker=MARKERS[(k + 1) % len(MARKERS)], color="k", ms=5, lw=1,
+                               label=f"catalogue ({ORIGIN_LABELS.get(origin, origin)})")
             for (x0, y0, a), x1 in ((pts[0], xlim[0]), (pts[-1], xlim[1])):
                 ax.plot([x0, x1], [y0, y0 * (x1 / x0) ** a], ":", color="k", lw=1)
         fit = (rec.get("spectral_fits") or {}).get(str(field_id)) or {}
@@ -121,15 +124,16 @@ def flux_vs_frequency(rec: dict, field_id: int, path: str) -> bool:
             nu = np.linspace(*xlim, 50)
             alpha = fit["spidx"][1]
             err = (fit.get("spidxerr") or [0, 0])[1]
-            ax.plot(nu, fit["fit_flux"] * (nu * 1e9 / fit["ref_freq"]) ** alpha, "--", color="0.45", lw=1,
-                    label=f"fluxscale fit α = {alpha:.3f} ± {err:.3f}")
+            handles += ax.plot(nu, fit["fit_flux"] * (nu * 1e9 / fit["ref_freq"]) ** alpha, "--", color="0.45",
+                               lw=1, label=f"fluxscale fit α = {alpha:.3f} ± {err:.3f}")
         ax.set_xlim(*xlim)
         ax.set_xlabel("Frequency (GHz)")
         ax.set_ylabel("Flux density (Jy)")
         age = ages.pop() if len(ages) == 1 else None
         age_text = f"{age:g} days" if isinstance(age, (int, float)) else "N/A"
-        ax.set_title(f"Flux calibration: {name} (age = {age_text})" + (" — adopted session flux" if adopted else ""))
-        ax.legend(loc="best", ncols=2 if len(cal) > 4 else 1, framealpha=0.85)
+        ax.set_title(f"Flux calibration: {name} (age = {age_text})")
+        ax.margins(y=0.12)
+        ax.legend(handles=handles, loc="best", framealpha=0.85)
         ax.ticklabel_format(axis="y", useOffset=False)
         return _save(fig, path)
 
@@ -172,7 +176,7 @@ def uv_amplitude(rec: dict, field_id: int, path: str) -> bool:
     colours = dict(zip(spws, _colours(len(spws))))
     xmax = max(max(p["uvdist_m"]) for p in prof.values()) * 1.04
     with rc_context(STYLE):
-        fig = _figure(5.6 * panels if panels == 2 else 7.0, 4.2)
+        fig = _figure(5.6 * panels if panels == 2 else 5.8, 3.9)
         axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
         for s in spws:
             _uv_series(axes[0], prof[s], colours[s], f"spw {s}")
@@ -199,7 +203,7 @@ def uv_amplitude(rec: dict, field_id: int, path: str) -> bool:
                    Line2D([], [], color="k", lw=1.5, label="model")]
         handles += [Line2D([], [], color=colours[s], lw=3, label=f"spw {s}") for s in spws]
         axes[-1].legend(handles=handles, loc="best", framealpha=0.85)
-        fig.suptitle(f"Flux calibrator {name}: amplitude vs uv distance", fontsize=11)
+        fig.suptitle(f"{rec['ms_name']}: flux calibrator {name}", fontsize=11)
         return _save(fig, path)
 
 
@@ -282,7 +286,7 @@ def gain_vs_time(rec: dict, path: str) -> bool:
 def _time_axis(ax) -> None:
     from matplotlib.dates import AutoDateLocator, DateFormatter
 
-    ax.xaxis.set_major_locator(AutoDateLocator(minticks=3, maxticks=7))
+    ax.xaxis.set_major_locator(AutoDateLocator(minticks=4, maxticks=8))
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
 
 
@@ -310,7 +314,7 @@ def flux_across_ebs(records: Sequence[dict], field_name: str, path: str) -> bool
     width = 0.6
     off = {s: (i - (len(spws) - 1) / 2) * width / max(len(spws), 1) for i, s in enumerate(spws)}
     with rc_context(STYLE):
-        fig = _figure(max(6.0, 1.3 * len(rows) + 3.5), 4.0)
+        fig = _figure(min(11.0, max(5.8, 0.9 * len(rows) + 3.0)), 3.9)
         ax = fig.add_subplot()
         for x, (rec, ms) in enumerate(rows):
             for m in ms:

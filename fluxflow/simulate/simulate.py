@@ -22,7 +22,6 @@ model normalised to 1 Jy at the spw centre with the catalogue spix, everything e
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -33,6 +32,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from fluxflow.errors import WriteError
+from fluxflow.models.catalogue import CURRENT_COLUMNS, CatalogueRow, read_flux_csv
+from fluxflow.models.catalogue import write_flux_csv as write_catalogue
 from fluxflow.ms.create import Ephemeris, MSWriter, create_ms
 from fluxflow.ms.types import Antenna, Field, SpectralWindow
 from fluxflow.simulate.config import CALIBRATOR_INTENTS, OBS_MODES, SimConfig, SourceSpec
@@ -40,7 +41,7 @@ from fluxflow.simulate.layout import ALMA_LON_DEG, alma_layout
 from fluxflow.simulate.sky import (URANUS_RADII_KM, antenna_uvw, disk_rho_au, resolve_sources,
                                    source_visibility, spectral_flux, transit_start_mjd)
 
-FLUX_CSV_HEADER = ["ms", "field", "spw", "I", "Q", "U", "V", "spix", "uvmin", "uvmax", "comment"]
+FLUX_CSV_HEADER = list(CURRENT_COLUMNS)
 _DEFAULT_DAY_MJD = 60629  # 2024-11-15
 _SPW_UID = "X83a7c2f1"
 _WVR_FREQ_HZ = np.array([184.31e9, 185.31e9, 186.51e9, 188.11e9])
@@ -431,7 +432,7 @@ def _catalogue_factor(cfg: SimConfig, src: SourceSpec) -> float:
 
 
 def _catalogue_rows(cfg: SimConfig, ms_name: str, field_sources: list[SourceSpec], setup: _SpwSetup,
-                    start: float, field_intents: dict[int, set[str]]) -> list[list[str]]:
+                    start: float, field_intents: dict[int, set[str]]) -> list[CatalogueRow]:
     """flux.csv rows (spec §7.1) for every calibrator field and science spw."""
     rng = np.random.default_rng([cfg.seed, 3])
     queried = _utc(start).strftime("%Y-%m-%d %H:%M:%S") + " UTC"
@@ -446,29 +447,26 @@ def _catalogue_rows(cfg: SimConfig, ms_name: str, field_sources: list[SourceSpec
         for sid in setup.science:
             centre = setup.spws[sid].centre_frequency
             flux = float(spectral_flux(src, centre)) * factor
-            rows.append([ms_name, str(fid), str(sid), repr(flux), "0.0", "0.0", "0.0",
-                         f"{src.spix:.3f}", "0", "0", comment])
+            rows.append(CatalogueRow(ms=ms_name, field_id=fid, spw_id=sid, I=flux,
+                                     spix=round(src.spix, 3), comment=comment))
     return rows
 
 
-def write_flux_csv(path: str, rows: list[list[str]]) -> str:
-    """Write flux.csv rows under the current header (spec §7.1); returns `path`."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(FLUX_CSV_HEADER)
-        w.writerows(rows)
+def write_flux_csv(path: str, rows: list[CatalogueRow]) -> str:
+    """Write flux.csv rows in the current layout (spec §7.1); returns `path`."""
+    write_catalogue(path, rows)
     return path
 
 
 def _truth(cfg: SimConfig, ms_path: str, antennas: list[Antenna], setup: _SpwSetup, scans: list[_Scan],
            field_sources: list[SourceSpec], modes: list[str], gains: GainModel, gen: _RowGenerator,
-           flagged: tuple[int, int] | None, outliers: dict, cat_rows: list[list[str]]) -> dict:
+           flagged: tuple[int, int] | None, outliers: dict, cat_rows: list[CatalogueRow]) -> dict:
     field_intents: dict[int, set[str]] = {i: set() for i in range(len(field_sources))}
     for sc in scans:
         field_intents[sc.field_id].add(sc.intent)
     catalogue: dict[str, dict[str, float]] = {}
     for row in cat_rows:
-        catalogue.setdefault(field_sources[int(row[1])].name, {})[row[2]] = float(row[3])
+        catalogue.setdefault(field_sources[row.field_id].name, {})[str(row.spw_id)] = row.I
     spws = {}
     for s in setup.spws:
         kind = "science" if s.is_science else ("wvr" if s.id == setup.wvr else "ch_avg")
@@ -647,10 +645,7 @@ def simulate_session(outdir: str, n_ebs: int = 3, config: SimConfig | None = Non
         res = simulate_ms(os.path.join(outdir, f"{stem}_X{k + 1:x}.ms"), eb_cfg, overwrite=overwrite)
         results.append(res)
         start_mjd = (res.truth["observation"]["end"] + 600.0) / 86400.0
-    rows: list[list[str]] = []
-    for res in results:
-        with open(res.flux_csv, newline="") as fh:
-            rows.extend(list(csv.reader(fh))[1:])
+    rows = [r for res in results for r in read_flux_csv(res.flux_csv)]
     combined = write_flux_csv(os.path.join(outdir, "flux.csv"), rows)
     return SessionResult(outdir=outdir, flux_csv=combined, results=results)
 
