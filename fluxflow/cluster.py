@@ -25,7 +25,7 @@ class ClusterSpec:
     address: str | None = None
     n_workers: int | None = None
     memory_limit: str | None = None
-    dashboard_address: str | None = ":0"
+    dashboard_address: str | None = "127.0.0.1:0"  # loopback only; reach it by SSH tunnel
     slurm: dict[str, Any] = field(default_factory=dict)
     security: Any = None  # distributed.Security for an existing TLS scheduler
 

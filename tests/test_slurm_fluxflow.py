@@ -1,8 +1,9 @@
 """fluxflow runs on the real single-node SLURM (deploy/slurm-local.sh, fixture in slurm_fixture.py).
 
 Three simulated EBs (the last without flux calibrator, so one adopts) are run once with
-``--cluster local``; SLURM runs must give exactly the same fluxes, leave no job in the queue
-(also when the run fails), and survive a worker job scancelled mid-run.
+``--cluster local``; SLURM runs (TLS on, as by default) must give exactly the same fluxes,
+leave no job in the queue (also when the run fails: bad data on the workers, a bad catalogue
+path, an exception on the client side mid-run), and survive a worker job scancelled mid-run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fluxflow.slurm import slurm_client, slurm_settings
 
 from slurm_fixture import slurm_cluster_available  # noqa: F401 - pytest fixture
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SIM = dict(n_chan=8, n_cycles=2)  # 3 EBs of ~6 MB: ~3 s of solves on 2 single-core workers
 JOB_LOG = re.compile(r"^(fluxflow-[0-9a-f]+)-(\d+)\.err$")  # dask-jobqueue: <job_name>-%J.err
@@ -43,6 +44,16 @@ def _queued() -> set[str]:
     """Ids of all jobs in the SLURM queue (pending, running, completing)."""
     return set(subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True,
                               check=True).stdout.split())
+
+
+def _eventually(check, timeout: float = 30.0) -> bool:
+    """True once ``check()`` is true, polled for up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _slurm_yaml(tmp_path: Path) -> Path:
@@ -152,6 +163,31 @@ def test_failed_run_leaves_queue_empty(slurm_cluster_available, session, tmp_pat
         assert not (tmp_path / "tls").exists() or list((tmp_path / "tls").iterdir()) == []
 
 
+def test_exception_mid_run_cancels_the_jobs_before_returning(slurm_cluster_available, session,
+                                                             tmp_path, monkeypatch):
+    """The client side fails while solves run on the SLURM workers: the jobs have left the
+    queue when the exception reaches the caller (not only when the process exits)."""
+    from distributed import as_completed
+
+    from fluxflow import workflow
+
+    def crash_after_first_solve(client, final, solves, progress):
+        futures = client.compute(solves)
+        next(as_completed(futures, timeout=120))
+        raise RuntimeError("injected client failure")
+
+    monkeypatch.setattr(workflow, "_compute_with_progress", crash_after_first_solve)
+    settings = slurm_settings(_slurm_yaml(tmp_path), argparse.Namespace(workers=2))
+    with pytest.raises(RuntimeError, match="injected client failure"):
+        fluxflow.gfluxscale(vis=session.ms_paths, reffile=session.flux_csv,
+                            output_dir=str(tmp_path / "out"),
+                            cluster=ClusterSpec(kind="slurm", n_workers=2, slurm=settings))
+    jobs = _jobs_of_run(tmp_path / "logs")
+    assert len(jobs) == 1 and (ids := next(iter(jobs.values()))), jobs
+    assert not ids & _queued()
+    assert list((tmp_path / "tls").iterdir()) == []
+
+
 def test_scancel_of_a_worker_job_mid_run_gives_unchanged_results(slurm_cluster_available, session,
                                                                  local_run, tmp_path):
     settings = slurm_settings(_slurm_yaml(tmp_path), argparse.Namespace(workers=2))
@@ -197,8 +233,8 @@ def test_scancel_of_a_worker_job_mid_run_gives_unchanged_results(slurm_cluster_a
         # killed while the run had work left on that worker, not after it finished
         assert killed and killed["before_end"] and killed["busy"] > 0, killed
         assert killed["done"] < killed["total"], killed
-        assert killed["addr"] not in client.scheduler_info()["workers"]
-        assert killed["job"] not in _queued()
+        assert _eventually(lambda: killed["addr"] not in client.scheduler_info()["workers"])
+        assert _eventually(lambda: killed["job"] not in _queued())
     assert res.exit_code == 0
     assert (out / "derived_fluxes.csv").read_bytes() == (local_run / "derived_fluxes.csv").read_bytes()
     assert _fluxes(out) == _fluxes(local_run)
