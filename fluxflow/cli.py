@@ -103,6 +103,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     res = run(params, cluster=cluster_from_args(a), progress=not a.no_progress)
     print(res.summary())
     print(f"results: {os.path.abspath(params.output_dir)}")
+    report = os.path.join(params.output_dir, "report", "index.html")
+    if os.path.exists(report):
+        print(f"report:  {os.path.abspath(report)}")
     return res.exit_code
 
 
@@ -114,8 +117,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         over["duration_s"] = a.duration
     if a.noise_free:
         over["sefd"] = 0.0
-    if a.disk_diameter:
+    if a.disk_diameter:  # with its ephemeris table, so fluxflow finds the size as in ALMA data
         over["flux_cal_disk_diameter_arcsec"] = a.disk_diameter
+        over["with_ephemeris"] = True
     if a.no_flux_cal:
         over["with_flux_cal"] = False
     res = simulate_ms(a.out, **over)
@@ -164,12 +168,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
         if "flux" in f:
             vals = ", ".join(f"spw{k}={v:.4f}" for k, v in sorted(f["flux"].items(), key=lambda x: int(x[0])))
             print(f"  {name:<14} {vals}")
-    try:
-        from fluxflow.report import build_report
-
-        print(f"report: {build_report(params.output_dir)}")
-    except ImportError:
-        pass
+    report = os.path.join(params.output_dir, "report", "index.html")
+    if os.path.exists(report):
+        print(f"report: {os.path.abspath(report)}")
     return res.exit_code
 
 

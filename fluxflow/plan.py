@@ -23,6 +23,10 @@ from fluxflow.ms.types import MSMetadata
 from fluxflow.params import Params, PhaseupOverride, split_list
 
 PC_INTENTS = frozenset({"PHASE", "CHECK"})
+#: spec §7.2: names setjy treats as solar-system bodies
+SOLAR_SYSTEM_BODIES = frozenset({"Venus", "Mars", "Jupiter", "Uranus", "Neptune", "Pluto", "Io", "Europa",
+                                 "Ganymede", "Callisto", "Titan", "Triton", "Ceres", "Pallas", "Vesta",
+                                 "Juno", "Victoria", "Davida"})
 EXTERNAL_ORIGINS = ("DB", "Source.xml")
 
 
@@ -107,6 +111,7 @@ class MSPlan:
     expected_measurements: int  # §10.1
     catalogue: list[CatalogueRow]
     tasks: list[FieldTask] = field(default_factory=list)
+    start_time: float = 0.0  # MJD seconds
     adopt: bool = False  # no reference calibrator: adopt session fluxes (§12)
     warnings: list[str] = field(default_factory=list)
     resolved_info: dict = field(default_factory=dict)
@@ -186,6 +191,11 @@ def reference_model(md: MSMetadata, params: Params, catalogue: list[CatalogueRow
             f"catalogue (reffile) and the MS has no MODEL_DATA: give its flux density in flux.csv{hint}")
     diameter = body_diameter(md, params, field_id)
     kind = "disk" if diameter > 0 else "point"
+    if diameter <= 0 and f.name.split("_")[0].capitalize() in SOLAR_SYSTEM_BODIES:
+        warnings.warn(f"{md.name}: reference field {f.name} looks like a solar-system body but its size "
+                      "is unknown (no ephemeris table in the MS): it is modelled as a point source. "
+                      f"Give its apparent diameter with --resolved-diameter {f.name}=ARCSEC.",
+                      ResolvedCalibratorWarning, stacklevel=2)
     return ModelSpec(kind=kind, I=row.I, spix=row.spix, ref_freq=spw.centre_frequency,
                      diameter_arcsec=diameter)
 
@@ -264,7 +274,7 @@ def plan_ms(md: MSMetadata, params: Params, catalogue: list[CatalogueRow]) -> MS
         spw_names={s.id: s.name for s in md.spws}, valid_spws=valid,
         expected_measurements=sum(len([s for s in md.spws_for(f, fint[f] & set(ti)) if s in sci])
                                   for f in tr_ids),
-        catalogue=catalogue,
+        catalogue=catalogue, start_time=md.start_time,
     )
     if not ref_ids:
         plan.adopt = True  # §3.1 guard; the session reduction may adopt fluxes (§12)

@@ -79,6 +79,7 @@ def ms_record(r) -> dict:
             "expected_measurements": plan.expected_measurements,
             "catalogue": plan.catalogue,
             "n_tasks": len(plan.tasks),
+            "start_time": plan.start_time,
         }
     return _jsonable(rec)
 
@@ -94,12 +95,13 @@ class Results:
     ms_results: list = field(default_factory=list, repr=False)  # live MSResult objects (not saved)
 
     def __init__(self, ms_results=None, params=None, elapsed=0.0, performance_report="",
-                 records=None):
+                 records=None, version=None):
         self.ms_results = list(ms_results or [])
         self.records = records if records is not None else [ms_record(r) for r in self.ms_results]
         self.params = params.to_dict() if hasattr(params, "to_dict") else dict(params or {})
         self.elapsed = float(elapsed)
         self.performance_report = performance_report
+        self.version = version or _version()
 
     # -- status ----------------------------------------------------------------------------
     @property
@@ -191,7 +193,7 @@ class Results:
 
     # -- persistence -----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"fluxflow_version": _version(), "params": _jsonable(self.params),
+        return {"fluxflow_version": self.version, "params": _jsonable(self.params),
                 "elapsed_s": self.elapsed, "performance_report": self.performance_report,
                 "ms": self.records}
 
@@ -221,7 +223,8 @@ class Results:
         with open(os.path.join(outdir, "results.json")) as fh:
             d = json.load(fh)
         return cls(records=d["ms"], params=d["params"], elapsed=d.get("elapsed_s", 0.0),
-                   performance_report=d.get("performance_report", ""))
+                   performance_report=d.get("performance_report", ""),
+                   version=d.get("fluxflow_version"))
 
 
 def _atomic_write(path: str, text: str) -> None:

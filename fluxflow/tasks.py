@@ -39,6 +39,7 @@ class FieldSolution:
     calvis: dict[int, object] = field(default_factory=dict)  # spw -> CalvisPartials
     amp_time: dict[int, np.ndarray] = field(default_factory=dict)  # spw -> A_t series
     uvamp: dict[int, dict] = field(default_factory=dict)  # spw -> binned |V| and |model| vs uv
+    uvamp_restricted: dict[int, dict] = field(default_factory=dict)  # same, baselines of solve A
     nrows: dict[int, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
@@ -182,6 +183,11 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
         amp_tables.append(amp)
         if task.role == "reference":
             sol.uvamp[s] = uv_profile(vis_ph, flag, model, uvw, scan, a1, a2, amp, par)
+            for p in task.phase_solves:
+                if p.label == "A" and (p.antennas is not None or p.uvmax_m is not None):
+                    r = _phase_rows(p, np.ones(vis.shape[0], bool), a1, a2, uvw)
+                    sol.uvamp_restricted[s] = uv_profile(vis_ph[r], flag[r], model[r], uvw[r], scan[r],
+                                                         a1[r], a2[r], amp, par)
 
         # §8 partial sums of the phase-calibrated data of the transfer intents
         if task.calvis_intents:
@@ -295,6 +301,9 @@ def _reduce_ms(plan: MSPlan, solutions: list[FieldSolution], sigma: float, res: 
         for spw, prof in s.uvamp.items():
             if prof:
                 res.plots.setdefault("uvamp", {}).setdefault(str(s.field_id), {})[str(spw)] = prof
+        for spw, prof in s.uvamp_restricted.items():
+            if prof:
+                res.plots.setdefault("uvamp_restricted", {}).setdefault(str(s.field_id), {})[str(spw)] = prof
         for spw, series in s.amp_time.items():
             res.plots.setdefault("amp_time", {}).setdefault(str(s.field_id), {})[str(spw)] = series
     amps = [s.amp for s in good if s.amp is not None and s.amp.nrow]

@@ -152,7 +152,7 @@ def _run(params: Params, cluster, client, progress: bool, t0: float) -> Results:
             log.info("Dask dashboard: %s", client.dashboard_link)
             if progress:
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-            with performance_report(filename=report):
+            with performance_report(filename=report, mode="inline"):  # opens offline
                 per_ms = _compute_with_progress(client, final, solves, progress)
     results = Results(ms_results=failed + per_ms, params=params, elapsed=time.time() - t0,
                       performance_report=report)
@@ -166,6 +166,13 @@ def _run(params: Params, cluster, client, progress: bool, t0: float) -> Results:
         if r.error:
             log.error("%s: FAILED: %s", r.ms_name, r.error)
     results.save(params.output_dir)
+    if results.records:
+        from fluxflow.report import build_report
+
+        try:
+            log.info("report: %s", build_report(params.output_dir, results))
+        except Exception as exc:  # noqa: BLE001 - the results are saved; a plot bug must not fail the run
+            log.error("could not build the report: %s", exc)
     log.info("done in %.1f s; exit code %d", results.elapsed, results.exit_code)
     return results
 

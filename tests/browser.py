@@ -9,7 +9,7 @@ loads, blocked requests), so an error is caught whether a script or the browser 
 
 Run as a script to take a full-page screenshot::
 
-    python tests/browser.py OUT/report/index.html docs/report-screenshot.png [--width 1280]
+    python tests/browser.py OUT/report/index.html docs/report-screenshot.png [--height 2510] [--palette]
 """
 
 from __future__ import annotations
@@ -119,14 +119,16 @@ class Browser:
             return json.load(fh)["webSocketDebuggerUrl"]
 
     def load(self, path: str | os.PathLike, *, evaluate: str | None = None,
-             screenshot: str | os.PathLike | None = None, settle: float = 0.3) -> PageLoad:
+             screenshot: str | os.PathLike | None = None, clip_height: int | None = None,
+             settle: float = 0.3) -> PageLoad:
         """Open `path` (a local file) in a new tab, wait for the load event, then evaluate the JS
         expression `evaluate` (its JSON value goes to ``PageLoad.value``) and optionally save a
-        full-page PNG screenshot."""
+        PNG screenshot of the whole page (or of its first `clip_height` CSS pixels)."""
         url = Path(path).resolve().as_uri()
-        return asyncio.run(self._load(url, evaluate, screenshot, settle))
+        return asyncio.run(self._load(url, evaluate, screenshot, clip_height, settle))
 
-    async def _load(self, url: str, evaluate: str | None, screenshot, settle: float) -> PageLoad:
+    async def _load(self, url: str, evaluate: str | None, screenshot, clip_height: int | None,
+                    settle: float) -> PageLoad:
         from tornado.websocket import websocket_connect
 
         ws = await websocket_connect(self._page_ws(), max_message_size=256 * 2**20)
@@ -154,10 +156,14 @@ class Browser:
             if screenshot is not None:
                 metrics = await session.call("Page.getLayoutMetrics")
                 size = metrics.get("cssContentSize") or metrics["contentSize"]
+                height = int(size["height"]) + 1
+                if clip_height:
+                    height = min(height, clip_height)
                 await session.call("Emulation.setDeviceMetricsOverride", width=self.width,
-                                   height=int(size["height"]) + 1, deviceScaleFactor=1, mobile=False)
-                shot = await session.call("Page.captureScreenshot", format="png",
-                                          captureBeyondViewport=True)
+                                   height=height, deviceScaleFactor=1, mobile=False)
+                shot = await session.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                                          clip={"x": 0, "y": 0, "width": self.width, "height": height,
+                                                "scale": 1})
                 Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
             await session.drain()
         finally:
@@ -241,9 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("page")
     ap.add_argument("png")
     ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--height", type=int, default=None, help="only the first HEIGHT pixels of the page")
+    ap.add_argument("--palette", action="store_true", help="256-colour PNG (about a third of the size)")
     a = ap.parse_args(argv)
     with Browser(width=a.width) as b:
-        load = b.load(a.page, screenshot=a.png)
+        load = b.load(a.page, screenshot=a.png, clip_height=a.height)
+    if a.palette:
+        from PIL import Image  # Pillow comes with matplotlib
+
+        with Image.open(a.png) as im:
+            pal = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        pal.save(a.png, optimize=True)
     for m in load.console:
         print(f"{m['level']}: {m['text']}")
     print(f"wrote {a.png}")

@@ -23,6 +23,11 @@ Spec: §6.6 (the fluxscaled output table), §9 item 8 (row layout of the gain so
   (setOrVerifyCTFrequencies with channel-averaged data). TOTAL_BANDWIDTH is kept.
 * rows sorted by SPECTRAL_WINDOW_ID, TIME, ANTENNA1, ANTENNA2 (NewCalTable::writeToDisk).
 * PolBasis is ``unknown`` (what gaincal writes: ``CTDesc(partype, msname, typeName(), "unknown")``).
+* frequency-dependent types (B Jones, B TSYS; ``freqDepPar()`` in CASA) keep the MS channels in
+  SPECTRAL_WINDOW (createMemCalTable with ``fsolint='none'``: CHAN_FREQ, widths as in the MS) and
+  only FLAG_ROW marks spws without solutions (flagAbsentSpws); their cells are [npar, nchan of the
+  spw]. K Jones delays (ns) and B TSYS (K) are stored in FPARAM with ParType ``Float``
+  (``parType()`` REAL in KJones / StandardTsys); K Jones is single-channel like G.
 
 Deviations from CASA: CASA_Version holds ``fluxflow-<version>`` (CASA reads it only for K Jones,
 where any value but "Unknown" and a few 5.3.0 pre-releases means current behaviour); WEIGHT is
@@ -48,12 +53,17 @@ from casacore import tables
 from fluxflow.errors import CaltableError, NotAMeasurementSetError, WriteError
 from fluxflow.gains import GainTable
 
-__all__ = ["FloatCalTable", "write_caltable", "read_caltable", "SUBTABLES", "NPAR"]
+__all__ = ["FloatCalTable", "write_caltable", "read_caltable", "SUBTABLES", "NPAR", "FREQ_DEP",
+           "FLOAT_TYPES"]
 
 #: Sub-tables of a NewCalTable, in CASA's creation order (NewCalTable::createSubTables).
 SUBTABLES = ("OBSERVATION", "ANTENNA", "FIELD", "SPECTRAL_WINDOW", "HISTORY")
 #: Parameters per solution of the types fluxflow writes.
-NPAR = {"G Jones": 2, "T Jones": 1}
+NPAR = {"G Jones": 2, "T Jones": 1, "B Jones": 2, "K Jones": 2, "B TSYS": 2}
+#: Types with one solution per channel (CASA ``freqDepPar()``).
+FREQ_DEP = frozenset({"B Jones", "B TSYS"})
+#: Types with real parameters (FPARAM, ParType 'Float').
+FLOAT_TYPES = frozenset({"K Jones", "B TSYS"})
 
 # (column, python-casacore value type) of the main-table scalars, in CTDesc order.
 _SCALARS = (("TIME", "double"), ("FIELD_ID", "int"), ("SPECTRAL_WINDOW_ID", "int"),
@@ -79,7 +89,8 @@ class FloatCalTable:
     """Rows of a caltable with real parameters (FPARAM): K Jones delays (ns), B TSYS (K), ...
 
     Same row layout as :class:`fluxflow.gains.GainTable`; parameter arrays are
-    (nrow, nchan, npar). Read-only counterpart produced by :func:`read_caltable`.
+    (nrow, nchan, npar). Produced by :func:`read_caltable`; K Jones and B TSYS tables in this form
+    are written by :func:`write_caltable`.
     """
 
     vis_cal: str
@@ -133,20 +144,24 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 # ------------------------------------------------------------------------------------- writing
 
 
-def write_caltable(path: str | os.PathLike, gains: GainTable, ms_path: str | os.PathLike,
-                   overwrite: bool = False) -> None:
-    """Write a G Jones or T Jones GainTable as a CASA caltable derived from ``ms_path``.
+def write_caltable(path: str | os.PathLike, gains: GainTable | FloatCalTable,
+                   ms_path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Write a caltable derived from ``ms_path``: G, T, B Jones (GainTable) or K Jones, B TSYS
+    (FloatCalTable).
 
     The table is built at ``<path>.tmp-<pid>-<thread>`` and renamed into place, so a failure never
     leaves a partial table at ``path``. An existing ``path`` is replaced only with
     ``overwrite=True`` and only if it is itself a calibration table.
 
-    ``gains.meta['chan_freq']`` ({spw: frequency or 1-element array}, Hz) gives the solution
-    frequency of solved spws; default: the mean channel frequency of the MS spw (CASA with all
-    channels selected). CPARAM, PARAMERR, SNR and WEIGHT are stored in single precision as CASA
-    stores them.
+    Single-channel types (G, T, K): ``gains.meta['chan_freq']`` ({spw: frequency or 1-element
+    array}, Hz) gives the solution frequency of solved spws; default: the mean channel frequency
+    of the MS spw (CASA with all channels selected). Frequency-dependent types (B, B TSYS): the
+    parameter arrays are (nrow, nchan, npar) with nchan at least the channel count of every row's
+    spw; row cells hold the first NUM_CHAN channels of their spw; ``meta['chan_freq']`` may give
+    the channel frequencies of an spw (same count as the MS spw). CPARAM/FPARAM, PARAMERR, SNR and
+    WEIGHT are stored in single precision as CASA stores them.
 
-    Raises CaltableError (bad GainTable, target exists), NotAMeasurementSetError (bad MS),
+    Raises CaltableError (bad table, target exists), NotAMeasurementSetError (bad MS),
     WriteError (I/O failure).
     """
     path = os.path.normpath(os.fspath(path))
@@ -173,18 +188,29 @@ def write_caltable(path: str | os.PathLike, gains: GainTable, ms_path: str | os.
         raise
 
 
-def _check_gains(gains: GainTable) -> None:
+def _par_name(vis_cal: str) -> str:
+    return "fparam" if vis_cal in FLOAT_TYPES else "cparam"
+
+
+def _check_gains(gains: GainTable | FloatCalTable) -> None:
     """Shape and type checks that need no MS (CaltableError)."""
     if gains.vis_cal not in NPAR:
         raise CaltableError(f"can only write {sorted(NPAR)} tables, not {gains.vis_cal!r}")
+    want = FloatCalTable if gains.vis_cal in FLOAT_TYPES else GainTable
+    if not isinstance(gains, want):
+        raise CaltableError(f"can only write {gains.vis_cal} tables from a {want.__name__}, "
+                            f"got a {type(gains).__name__}")
     npar = NPAR[gains.vis_cal]
     n = gains.time.shape[0] if gains.time.ndim == 1 else -1
-    shape = (n, 1, npar)
-    for name in ("cparam", "paramerr", "flag", "snr", "weight"):
+    par = getattr(gains, _par_name(gains.vis_cal))
+    nchan = par.shape[1] if par.ndim == 3 and gains.vis_cal in FREQ_DEP else 1
+    shape = (n, nchan, npar)
+    chans = "nchan" if gains.vis_cal in FREQ_DEP else "1 channel"
+    for name in (_par_name(gains.vis_cal), "paramerr", "flag", "snr", "weight"):
         arr = getattr(gains, name)
-        if arr.shape != shape:
-            raise CaltableError(f"{gains.vis_cal} table: {name} has shape {arr.shape}, "
-                                f"expected {shape} (nrow, 1 channel, npar={npar})")
+        if arr.shape != shape or (gains.vis_cal in FREQ_DEP and nchan < 1):
+            raise CaltableError(f"{gains.vis_cal} table: {name} has shape {arr.shape}; can only "
+                                f"write shape {shape} (nrow, {chans}, npar={npar})")
     for attr, _, _ in _SCALAR_ATTRS:
         arr = getattr(gains, attr)
         if arr.shape != (n,):
@@ -214,18 +240,23 @@ def _swap_into_place(tmp: str, path: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _build(tmp: str, gains: GainTable, ms_path: str) -> None:
+def _build(tmp: str, gains: GainTable | FloatCalTable, ms_path: str) -> None:
     """Create the complete caltable at ``tmp`` (all handles closed on return)."""
-    main = tables.table(tmp, _main_desc(), nrow=0, readonly=False, ack=False)
+    float_par = gains.vis_cal in FLOAT_TYPES
+    main = tables.table(tmp, _main_desc("FPARAM" if float_par else "CPARAM"), nrow=0,
+                        readonly=False, ack=False)
     try:
         counts = _copy_subtables(ms_path, tmp, main)
         _check_indices(gains, counts)
         spws = {int(s) for s in np.unique(gains.spw_id)}
-        _collapse_spectral_window(os.path.join(tmp, "SPECTRAL_WINDOW"), spws,
-                                  gains.meta.get("chan_freq") or {})
+        spw_path = os.path.join(tmp, "SPECTRAL_WINDOW")
+        if gains.vis_cal in FREQ_DEP:
+            _keep_spectral_window(spw_path, spws, gains.meta.get("chan_freq") or {})
+        else:
+            _collapse_spectral_window(spw_path, spws, gains.meta.get("chan_freq") or {})
         main.putinfo({"type": "Calibration", "subType": gains.vis_cal,
                       "readme": f"Written by fluxflow {_fluxflow_version()}"})
-        for key, value in (("ParType", "Complex"),
+        for key, value in (("ParType", "Float" if float_par else "Complex"),
                            ("MSName", os.path.basename(os.path.normpath(ms_path))),
                            ("VisCal", gains.vis_cal), ("PolBasis", "unknown"),
                            ("CASA_Version", f"fluxflow-{_fluxflow_version()}")):
@@ -236,15 +267,16 @@ def _build(tmp: str, gains: GainTable, ms_path: str) -> None:
         main.close()
 
 
-def _main_desc() -> dict:
-    """CTDesc::defaultCalMain for ParType 'Complex'."""
+def _main_desc(par_col: str) -> dict:
+    """CTDesc::defaultCalMain for ParType 'Complex' (CPARAM) or 'Float' (FPARAM)."""
     time_kw = {"QuantumUnits": ["s"], "MEASINFO": {"type": "epoch", "Ref": "UTC"}}
     descs = []
     for name, vtype in _SCALARS:
         kw = time_kw if name == "TIME" else {"QuantumUnits": ["s"]} if name == "INTERVAL" else {}
         descs.append(tables.makescacoldesc(name, _EXAMPLE[vtype], datamanagertype="StandardStMan",
                                            datamanagergroup=_DM_GROUP, options=5, keywords=kw))
-    for name, vtype in (("CPARAM", "complex"),) + _STATS:
+    par = (par_col, "complex" if par_col == "CPARAM" else "float")
+    for name, vtype in (par,) + _STATS:
         descs.append(tables.makearrcoldesc(name, _EXAMPLE[vtype], datamanagertype="StandardStMan",
                                            datamanagergroup=_DM_GROUP, valuetype=vtype))
     return tables.maketabdesc(descs)
@@ -278,7 +310,7 @@ def _copy_subtables(ms_path: str, tmp: str, main: tables.table) -> dict[str, int
     return counts
 
 
-def _check_indices(gains: GainTable, counts: dict[str, int]) -> None:
+def _check_indices(gains: GainTable | FloatCalTable, counts: dict[str, int]) -> None:
     """Ids must index the MS sub-tables (as CASA asserts in fillAntBasedMainRows)."""
     nant = counts["ANTENNA"]
     checks = (("field_id", gains.field_id, 0, counts["FIELD"]),
@@ -319,7 +351,26 @@ def _collapse_spectral_window(spw_path: str, solved: set[int], chan_freq: dict) 
         spw.close()
 
 
-def _put_rows(main: tables.table, gains: GainTable) -> None:
+def _keep_spectral_window(spw_path: str, solved: set[int], chan_freq: dict) -> None:
+    """Frequency-dependent types: MS channels kept, FLAG_ROW unless solved."""
+    spw = tables.table(spw_path, readonly=False, ack=False)
+    try:
+        for row in range(spw.nrows()):
+            freqs = np.asarray(spw.getcell("CHAN_FREQ", row), dtype=float)
+            if row in solved and row in chan_freq:
+                f = np.atleast_1d(np.asarray(chan_freq[row], dtype=float))
+                if f.shape != freqs.shape:
+                    raise CaltableError(f"meta['chan_freq'][{row}] has {f.size} channels, the MS "
+                                        f"spw {freqs.size} (channel-averaged tables unsupported)")
+                spw.putcell("CHAN_FREQ", row, f)
+            spw.putcell("FLAG_ROW", row, row not in solved)
+        spw.flush()
+    finally:
+        spw.close()
+
+
+def _put_rows(main: tables.table, gains: GainTable | FloatCalTable) -> None:
+    """Rows in CASA's order; cells of each spw block have the NUM_CHAN of the table's spw."""
     order = np.lexsort((gains.antenna2, gains.antenna1, gains.time, gains.spw_id))
     g = gains.select(order)
     main.addrows(g.nrow)
@@ -327,11 +378,26 @@ def _put_rows(main: tables.table, gains: GainTable) -> None:
         return
     for attr, col, dtype in _SCALAR_ATTRS:
         main.putcol(col, np.asarray(getattr(g, attr), dtype=dtype))
-    main.putcol("CPARAM", np.ascontiguousarray(g.cparam, dtype=np.complex64))
-    main.putcol("PARAMERR", np.ascontiguousarray(g.paramerr, dtype=np.float32))
-    main.putcol("FLAG", np.ascontiguousarray(g.flag, dtype=bool))
-    main.putcol("SNR", np.ascontiguousarray(g.snr, dtype=np.float32))
-    main.putcol("WEIGHT", np.ascontiguousarray(g.weight, dtype=np.float32))
+    float_par = g.vis_cal in FLOAT_TYPES
+    columns = (("FPARAM", "fparam", np.float32) if float_par else ("CPARAM", "cparam", np.complex64),
+               ("PARAMERR", "paramerr", np.float32), ("FLAG", "flag", bool),
+               ("SNR", "snr", np.float32), ("WEIGHT", "weight", np.float32))
+    sub = _open_subtable(main, main.getkeywords(), "SPECTRAL_WINDOW")
+    try:
+        nchan = [int(x) for x in sub.getcol("NUM_CHAN")]
+    finally:
+        sub.close()
+    spw_ids, starts = np.unique(g.spw_id, return_index=True)
+    bounds = list(starts) + [g.nrow]
+    for k, s in enumerate(spw_ids.tolist()):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        n = nchan[s]
+        if n > getattr(g, columns[0][1]).shape[1]:
+            raise CaltableError(f"{g.vis_cal} table: spw {s} has {n} channels, the parameter "
+                                f"arrays only {getattr(g, columns[0][1]).shape[1]}")
+        for col, attr, dtype in columns:
+            cells = np.ascontiguousarray(getattr(g, attr)[lo:hi, :n], dtype=dtype)
+            main.putcol(col, cells, startrow=lo, nrow=hi - lo)
 
 
 def _fluxflow_version() -> str:
@@ -352,9 +418,11 @@ def read_caltable(path: str | os.PathLike) -> GainTable | FloatCalTable:
     real count per spw); undefined cells (CASA leaves WEIGHT unwritten) read as NaN, FLAG = True.
     A table without OBSERVATION_ID (pre-CASA 4.1) reads obs_id = 0, as CASA does.
 
-    ``meta``: ``chan_freq`` {spw: CHAN_FREQ array of the caltable's SPECTRAL_WINDOW}, ``nchan``
-    {spw: channels of its rows}, ``field_names``, ``antenna_names``, ``spw_names`` (lists by id),
-    ``spw_flag_row`` (array), ``par_type``, ``pol_basis``, ``casa_version``.
+    ``meta``: ``chan_freq`` {spw: CHAN_FREQ array of the caltable's SPECTRAL_WINDOW},
+    ``ref_frequency`` {spw: REF_FREQUENCY}, ``nchan`` {spw: channels of its rows},
+    ``field_names``, ``antenna_names``, ``spw_names`` (lists by id), ``field_directions``
+    {field: (ra, dec) of PHASE_DIR, rad}, ``spw_flag_row`` (array), ``par_type``, ``pol_basis``,
+    ``casa_version``.
     Rows come back in GainTable order (time, field, spw, antenna).
     """
     path = os.fspath(path)
@@ -483,6 +551,15 @@ def _read_meta(tab: tables.table, keywords: dict, spw_id: np.ndarray,
         meta["spw_names"] = list(sub.getcol("NAME")) if sub.nrows() else []
         meta["spw_flag_row"] = (np.asarray(sub.getcol("FLAG_ROW"), dtype=bool) if sub.nrows()
                                 else np.zeros(0, bool))
+        meta["ref_frequency"] = {r: float(sub.getcell("REF_FREQUENCY", r))
+                                 for r in range(sub.nrows())}
+    finally:
+        sub.close()
+    sub = _open_subtable(tab, keywords, "FIELD")
+    try:
+        meta["field_directions"] = {
+            r: tuple(float(x) for x in np.asarray(sub.getcell("PHASE_DIR", r))[0, :2])
+            for r in range(sub.nrows()) if sub.iscelldefined("PHASE_DIR", r)}
     finally:
         sub.close()
     for key, name in (("field_names", "FIELD"), ("antenna_names", "ANTENNA")):

@@ -33,6 +33,9 @@ NA = "N/A"
 #: QA colour bands of the pipeline weblog: (upper bound, band name), first match wins.
 QA_BANDS: tuple[tuple[float, str], ...] = ((0.33, "red"), (0.66, "yellow"), (0.9, "blue"))
 
+#: Catalogue origins as the flux table names them (the plots' legends use the long names).
+SHORT_ORIGIN = {"Source.xml": "ASDM", "DB": "online", "analysisUtils": "analysisUtils"}
+
 _JY_PREFIXES = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
 _HZ_PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
 
@@ -108,6 +111,7 @@ def build_report(outdir: str, results=None) -> str:
     if results is None:
         results = Results.load(outdir)
     final = os.path.join(outdir, REPORT_DIR)
+    os.makedirs(outdir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{REPORT_DIR}-build-", dir=outdir)
     try:
         os.chmod(tmp, 0o755)
@@ -170,7 +174,7 @@ def report_context(results, outdir: str, build_dir: str) -> dict:
     perf = _performance_link(results.performance_report, outdir)
     return {
         "title": "fluxflow — flux-scale transfer (hifa_gfluxscale)",
-        "version": __version__,
+        "version": getattr(results, "version", None) or __version__,
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "elapsed": f"{results.elapsed:.1f} s",
         "n_ms": len(records), "n_failed": len(results.failed),
@@ -261,7 +265,8 @@ def _ms_section(rec: dict, outdir: str, figs: _Figures) -> dict:
         "error": rec.get("error"), "adopted": bool(rec.get("adopted")),
         "status": "failed" if rec.get("error") else ("adopted" if rec.get("adopted") else "ok"),
         "warnings": rec.get("warnings") or [],
-        "reference": [_field_label(plan, f, plan.get("refintents")) for f in sorted(plan.get("reference", {}), key=int)],
+        "reference": [_field_label(plan, f, plan.get("refintents"))
+                      for f in sorted(plan.get("reference", {}), key=int)],
         "transfer": [_field_label(plan, f, transintents) for f in sorted(plan.get("transfer", {}), key=int)],
         "refant": plan.get("refant") or [],
         "resantenna": plan.get("resantenna") or "", "uvrange": plan.get("uvrange") or "",
@@ -270,6 +275,7 @@ def _ms_section(rec: dict, outdir: str, figs: _Figures) -> dict:
         "flag_file": f"../{cmd_file}" if os.path.exists(os.path.join(outdir, cmd_file)) else None,
         "fluxscale_log": rec.get("fluxscale_log") or [],
         "qa_min": _score_text(worst["score"]) if worst else NA,
+        "qa_min_score": worst["score"] if worst else None,
         "qa_min_band": qa_band(worst["score"]) if worst else "none",
         "qa_min_message": worst["message"] if worst else "no QA scores",
         "flux_figures": [], "uv_figures": [], "gain_figure": None,
@@ -297,6 +303,11 @@ def _ms_section(rec: dict, outdir: str, figs: _Figures) -> dict:
                                    caption="Amplitude of the per-scan T solve of every calibrator, after outlier "
                                            "flagging; red rings: solutions flagged as outliers (§5).")
     return sec
+
+
+def _number(x: Any) -> bool:
+    """A finite number (results.json stores NaN and infinities as null)."""
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _score_text(score: float | None) -> str:
@@ -334,7 +345,7 @@ def flux_table(records: Sequence[dict]) -> list[dict]:
             d, c = fs.get((fid, spw)), cv.get((fid, spw))
             cat = plots.external_catalogue(rec, fid, spw)
             adopted = (c or d or {}).get("origin") == "adopted"
-            ratio = (c["I"] / cat["I"]) if (c and cat and cat["I"]) else None
+            ratio = c["I"] / cat["I"] if (c and cat and _number(c["I"]) and _number(cat["I"]) and cat["I"]) else None
             fit = fits.get(str(fid)) or {}
             spix = NA
             if fit.get("ok") and fit.get("spidx"):
@@ -346,7 +357,7 @@ def flux_table(records: Sequence[dict]) -> list[dict]:
                 "fluxscale": NA if (d is None or adopted) else format_flux(d["I"], d["I_err"]),
                 "calibrated": NA if c is None else format_flux(c["I"], c["I_err"]),
                 "catalogue": NA if cat is None else format_flux(cat["I"]),
-                "catalogue_origin": "" if cat is None else plots.ORIGIN_LABELS.get(cat["origin"], cat["origin"]),
+                "catalogue_origin": "" if cat is None else SHORT_ORIGIN.get(cat["origin"], cat["origin"]),
                 "catalogue_spix": "" if cat is None else f"{cat.get('spix') or 0.0:.3f}",
                 "ratio": NA if ratio is None else f"{ratio:.3f}",
                 "spix": spix, "ms_span": 0, "field_span": 0,

@@ -33,9 +33,14 @@ FLAG_COLOUR = "#d62728"
 MJD_EPOCH = np.datetime64("1858-11-17T00:00:00", "us")
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
+def _figure(width: float, height: float, *, left: float = 0.8, right: float = 0.2, bottom: float = 0.6,
+            top: float = 0.4, wspace: float = 0.1, hspace: float = 0.5) -> Figure:
+    """A figure with fixed margins in inches (faster than a layout engine, and the axes of every
+    figure of one kind line up)."""
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
+                        top=1 - top / height, wspace=wspace, hspace=hspace)
     return fig
 
 
@@ -72,14 +77,14 @@ def flux_vs_frequency(rec: dict, field_id: int, path: str) -> bool:
     the spw bandwidth), fluxscale-derived fluxes, catalogue points per origin joined by lines with
     dotted spectral-index extrapolations to the plot edges, and the fluxscale spectral fit."""
     plan = rec.get("plan") or {}
-    freqs = {int(k): v for k, v in plan.get("spw_freqs", {}).items()}
+    freqs = {int(k): v for k, v in plan.get("spw_freqs", {}).items() if v}
     bws = {int(k): v for k, v in plan.get("spw_bandwidths", {}).items()}
     cal = sorted((m for m in rec.get("calibrated_fluxes", []) if m["field_id"] == field_id
-                  and m["spw_id"] in freqs), key=lambda m: freqs[m["spw_id"]])
+                  and m["spw_id"] in freqs and m["I"] is not None), key=lambda m: freqs[m["spw_id"]])
     if not cal:
         return False
     fs = {m["spw_id"]: m for m in rec.get("derived_fluxes", []) if m["field_id"] == field_id
-          and m.get("origin") == "fluxscale"}
+          and m.get("origin") == "fluxscale" and m["I"] is not None}
     adopted = rec.get("adopted") or any(m.get("origin") == "adopted" for m in cal)
     name = cal[0]["field_name"]
     spws = [m["spw_id"] for m in cal]
@@ -130,7 +135,7 @@ def flux_vs_frequency(rec: dict, field_id: int, path: str) -> bool:
         ax.set_xlabel("Frequency (GHz)")
         ax.set_ylabel("Flux density (Jy)")
         age = ages.pop() if len(ages) == 1 else None
-        age_text = f"{age:g} days" if isinstance(age, (int, float)) else "N/A"
+        age_text = f"{age:g} day{'' if age == 1 else 's'}" if isinstance(age, (int, float)) else "N/A"
         ax.set_title(f"Flux calibration: {name} (age = {age_text})")
         ax.margins(y=0.12)
         ax.legend(handles=handles, loc="best", framealpha=0.85)
@@ -174,9 +179,9 @@ def uv_amplitude(rec: dict, field_id: int, path: str) -> bool:
     panels = 2 if (resantenna or uvrange) else 1
     spws = sorted(prof)
     colours = dict(zip(spws, _colours(len(spws))))
-    xmax = max(max(p["uvdist_m"]) for p in prof.values()) * 1.04
+    xmax = max(float(np.nanmax(np.asarray(p["uvdist_m"], float))) for p in prof.values()) * 1.04
     with rc_context(STYLE):
-        fig = _figure(5.6 * panels if panels == 2 else 5.8, 3.9)
+        fig = _figure(5.6 * panels if panels == 2 else 5.8, 3.9, top=0.65 if panels == 2 else 0.4)
         axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
         for s in spws:
             _uv_series(axes[0], prof[s], colours[s], f"spw {s}")
@@ -229,7 +234,10 @@ def gain_vs_time(rec: dict, path: str) -> bool:
     if not g or not g.get("time"):
         return False
     plan = rec.get("plan") or {}
-    t = mjd_seconds_to_datetime64(g["time"])
+    from matplotlib.dates import date2num
+
+    t64 = mjd_seconds_to_datetime64(g["time"])
+    t = date2num(t64)
     field = np.asarray(g["field_id"], int)
     spw = np.asarray(g["spw_id"], int)
     ant = np.asarray(g["antenna"], int)
@@ -246,11 +254,13 @@ def gain_vs_time(rec: dict, path: str) -> bool:
     fnames = plan.get("field_names") or {}
     spws, fields, ants = np.unique(spw), np.unique(field), np.unique(ant)
     acol = dict(zip(ants.tolist(), _colours(len(ants), "tab20")))
+    ylim = _gain_limits(amp[~flag & np.isfinite(amp)], amp[outlier])
     fmark = {f: MARKERS[i % len(MARKERS)] for i, f in enumerate(fields.tolist())}
     ncol = 2 if len(spws) > 1 else 1
     nrow = math.ceil(len(spws) / ncol)
     with rc_context(STYLE):
-        fig = _figure(11.0 if ncol == 2 else 7.0, 2.9 * nrow + 0.9)
+        fig = _figure(11.0 if ncol == 2 else 7.0, 2.9 * nrow + 0.9, right=1.4, top=0.65, bottom=0.55,
+                      wspace=0.06, hspace=0.3)
         axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True).ravel()
         point_colour = np.array([acol[a] for a in ant.tolist()]) if len(ant) else np.zeros((0, 4))
         for ax, s in zip(axes, spws.tolist()):
@@ -261,13 +271,20 @@ def gain_vs_time(rec: dict, path: str) -> bool:
                                alpha=0.9)
             for p in range(amp.shape[1]):
                 bad = (spw == s) & outlier[:, p]
-                ax.plot(t[bad], amp[bad, p], "o", mfc="none", mec=FLAG_COLOUR, ms=10, mew=1.5, ls="none")
+                inset = 0.03 * (ylim[1] - ylim[0])  # pinned rings stay inside the axes
+                y = np.clip(amp[bad, p], ylim[0] + inset, ylim[1] - inset)
+                ax.plot(t[bad], y, "o", mfc="none", mec=FLAG_COLOUR, ms=10, mew=1.5, ls="none")
+                for tx, v, yc in zip(t[bad], amp[bad, p], y):
+                    if v != yc:  # off the scale of the good solutions: pinned to the edge, value written
+                        ax.annotate(f"{v:.3g}", (tx, yc), xytext=(8, -3 if v > yc else 3), textcoords="offset points",
+                                    fontsize=8, color=FLAG_COLOUR, va="top" if v > yc else "bottom")
             n_out = int(((spw == s)[:, None] & outlier).sum())
             n_solver = int(((spw == s)[:, None] & solver_flag).sum())
             ax.set_title(f"spw {s}: {n_out} outlier-flagged, {n_solver} not solved", fontsize=10)
             ax.set_ylabel("Gain amplitude")
         for ax in axes[len(spws):]:
             ax.set_visible(False)
+        axes[0].set_ylim(*ylim)
         for ax in axes[max(0, len(spws) - ncol):len(spws)]:
             ax.set_xlabel("Time (UTC)")
             _time_axis(ax)
@@ -277,16 +294,31 @@ def gain_vs_time(rec: dict, path: str) -> bool:
                               label="outlier (flagged)"))
         handles += [Line2D([], [], marker="s", color=acol[a], ls="none", ms=6,
                            label=names[a] if a < len(names) else str(a)) for a in ants.tolist()]
-        fig.legend(handles=handles, loc="outside right upper", fontsize=8, framealpha=0.85)
-        day = str(t.min().astype("datetime64[D]"))
+        fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(1.0, 1 - 0.55 / fig.get_figheight()),
+                   fontsize=8, framealpha=0.85)
+        day = str(t64.min().astype("datetime64[D]"))
         fig.suptitle(f"{rec['ms_name']}: T-solve amplitudes per scan ({day})", fontsize=11)
         return _save(fig, path)
 
 
-def _time_axis(ax) -> None:
-    from matplotlib.dates import AutoDateLocator, DateFormatter
+def _gain_limits(good: np.ndarray, outliers: np.ndarray) -> tuple[float, float]:
+    """y range of the good solutions (5 % margins, from 0 when close to it); outliers inside it
+    widen nothing, outliers outside are pinned to the edges by the caller."""
+    if good.size == 0:
+        good = outliers if outliers.size else np.array([0.0, 1.0])
+    lo, hi = float(np.min(good)), float(np.max(good))
+    pad = 0.08 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1.0)
+    lo = 0.0 if lo - pad < 0.25 * hi else lo - pad
+    return lo, hi + pad
 
-    ax.xaxis.set_major_locator(AutoDateLocator(minticks=4, maxticks=8))
+
+def _time_axis(ax) -> None:
+    from matplotlib.dates import MINUTELY, AutoDateLocator, DateFormatter
+
+    ax.xaxis_date()
+    loc = AutoDateLocator(minticks=3, maxticks=7)
+    loc.intervald[MINUTELY] = [1, 2, 5, 10, 15, 20, 30]
+    ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
 
 
@@ -304,7 +336,7 @@ def flux_across_ebs(records: Sequence[dict], field_name: str, path: str) -> bool
     open black diamonds); EBs that adopted session fluxes are labelled."""
     rows = []
     for rec in eb_order(records):
-        ms = [m for m in rec.get("calibrated_fluxes", []) if m["field_name"] == field_name]
+        ms = [m for m in rec.get("calibrated_fluxes", []) if m["field_name"] == field_name and m["I"] is not None]
         if ms:
             rows.append((rec, ms))
     if len(rows) < 2:
@@ -314,7 +346,7 @@ def flux_across_ebs(records: Sequence[dict], field_name: str, path: str) -> bool
     width = 0.6
     off = {s: (i - (len(spws) - 1) / 2) * width / max(len(spws), 1) for i, s in enumerate(spws)}
     with rc_context(STYLE):
-        fig = _figure(min(11.0, max(5.8, 0.9 * len(rows) + 3.0)), 3.9)
+        fig = _figure(min(11.0, max(5.8, 0.9 * len(rows) + 3.0)), 3.9, bottom=0.8)
         ax = fig.add_subplot()
         for x, (rec, ms) in enumerate(rows):
             for m in ms:
