@@ -35,6 +35,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--uvrange", default="", help="manual mode only, e.g. '<80m'")
     g.add_argument("--peak-fraction", type=float, default=0.2)
     g.add_argument("--amp-outlier-sigma", type=float, default=50.0)
+    pa = p.add_argument_group("pre-applied calibration (gaincal's conventions; one value per table, "
+                              "or one value for all)")
+    pa.add_argument("--gaintable", nargs="+", default=[], metavar="TABLE",
+                    help="CASA caltables (G, T, B, K, Tsys) applied in memory before solving")
+    pa.add_argument("--gainfield", nargs="+", default=[], metavar="SEL", help="'' | nearest | field names")
+    pa.add_argument("--interp", nargs="+", default=[], metavar="INTERP",
+                    help="e.g. linear,linear  nearest  linearPD,linearflag  linearperobs")
+    pa.add_argument("--spwmap", nargs="+", default=[], metavar="MAP", help="e.g. 0,0,1,1 (use - for none)")
+    pa.add_argument("--calwt", nargs="+", default=[], metavar="BOOL", help="true/false (default true)")
     f = p.add_argument_group("fluxflow options")
     f.add_argument("--datacolumn", default="DATA", choices=["DATA", "CORRECTED_DATA"])
     f.add_argument("--phaseup", action="append", default=[], metavar="INTENT:FIELD:k=v,...",
@@ -80,7 +89,19 @@ def params_from_args(a: argparse.Namespace) -> Params:
         refant=a.refant, hm_resolvedcals=a.hm_resolvedcals, antenna=a.antenna, uvrange=a.uvrange,
         peak_fraction=a.peak_fraction, amp_outlier_sigma=a.amp_outlier_sigma,
         datacolumn=a.datacolumn, phaseup=parse_phaseup(a.phaseup), resolved_diameter=diam,
-        spw=a.spw, output_dir=a.output_dir, write_model=not a.no_model, chunk_rows=a.chunk_rows)
+        spw=a.spw, output_dir=a.output_dir, write_model=not a.no_model, chunk_rows=a.chunk_rows,
+        gaintable=tuple(a.gaintable), gainfield=tuple("" if g in ("''", '""') else g for g in a.gainfield),
+        interp=tuple(a.interp),
+        spwmap=tuple(() if m in ("-", "", "[]") else parse_int_list(m) for m in a.spwmap),
+        calwt=tuple(_bool(v) for v in a.calwt) or (True,))
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in ("true", "t", "1", "yes"):
+        return True
+    if v.lower() in ("false", "f", "0", "no"):
+        return False
+    raise FluxflowError(f"--calwt {v!r}: expected true or false")
 
 
 def cluster_from_args(a: argparse.Namespace):

@@ -50,6 +50,13 @@ class Params:
     uvrange: str = ""  # manual mode only
     peak_fraction: float = 0.2
     amp_outlier_sigma: float = 50.0
+    # pre-applied calibration, gaincal's conventions (issue 8): one entry per table; a single
+    # gainfield/interp/spwmap/calwt value applies to every table
+    gaintable: tuple[str, ...] = ()
+    gainfield: tuple[str, ...] = ()
+    interp: tuple[str, ...] = ()
+    spwmap: tuple[tuple[int, ...], ...] = ()
+    calwt: tuple[bool, ...] = (True,)
     # fluxflow's own
     datacolumn: str = "DATA"
     phaseup: dict[str, PhaseupOverride] = field(default_factory=dict)  # key 'INTENT:field'
@@ -85,6 +92,25 @@ class Params:
     def phaseup_for(self, intent: str, field_name: str) -> PhaseupOverride | None:
         """Spec §3.5 lookup: an exact (single intent, field name) match, else None (defaults)."""
         return self.phaseup.get(f"{intent}:{field_name}")
+
+    def calapps(self) -> list:
+        """The pre-apply tables as :class:`fluxflow.solve.preapply.CalApply` (gaincal semantics:
+        a one-element gainfield/interp/spwmap/calwt list applies to every table)."""
+        from fluxflow.solve.preapply import CalApply
+
+        n = len(self.gaintable)
+
+        def pick(values: tuple, i: int, default: Any) -> Any:
+            if len(values) == 1:
+                return values[0]
+            return values[i] if i < len(values) else default
+
+        for name in ("gainfield", "interp", "spwmap", "calwt"):
+            if len(getattr(self, name)) > max(n, 1):
+                raise FluxflowError(f"{name} has more entries ({len(getattr(self, name))}) than gaintable ({n})")
+        return [CalApply(path=self.gaintable[i], gainfield=pick(self.gainfield, i, ""),
+                         interp=pick(self.interp, i, ""), spwmap=tuple(pick(self.spwmap, i, ())),
+                         calwt=bool(pick(self.calwt, i, True))) for i in range(n)]
 
     def replace(self, **changes: Any) -> "Params":
         return dataclasses.replace(self, **changes)

@@ -80,6 +80,8 @@ class FieldTask:
     chunk_rows: int
     calvis_intents: frozenset[str]  # transfer intents for the calibrated flux (empty: none)
     amp_time: bool  # compute the §10.4 amplitude-vs-time series (flux calibrator)
+    preapply: tuple = ()  # CalApply entries applied in memory before solving (issue 8)
+    field_directions: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -112,6 +114,7 @@ class MSPlan:
     catalogue: list[CatalogueRow]
     tasks: list[FieldTask] = field(default_factory=list)
     start_time: float = 0.0  # MJD seconds
+    preapply: list[str] = field(default_factory=list)  # one line per pre-applied table
     adopt: bool = False  # no reference calibrator: adopt session fluxes (§12)
     warnings: list[str] = field(default_factory=list)
     resolved_info: dict = field(default_factory=dict)
@@ -365,7 +368,9 @@ def plan_ms(md: MSMetadata, params: Params, catalogue: list[CatalogueRow]) -> MS
                 datacolumn=params.datacolumn.upper(), chunk_rows=params.chunk_rows,
                 calvis_intents=frozenset(fint[fid] & set(ti)) if role == "transfer" else frozenset(),
                 amp_time=(role == "reference" and "AMPLITUDE" in fint[fid]
-                          and not md.field(fid).is_ephemeris)))
+                          and not md.field(fid).is_ephemeris),
+                preapply=tuple(params.calapps()),
+                field_directions={f.id: (float(f.direction[0]), float(f.direction[1])) for f in md.fields}))
     return plan
 
 

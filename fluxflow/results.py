@@ -80,6 +80,7 @@ def ms_record(r) -> dict:
             "catalogue": plan.catalogue,
             "n_tasks": len(plan.tasks),
             "start_time": plan.start_time,
+            "preapply": plan.preapply,
         }
     return _jsonable(rec)
 

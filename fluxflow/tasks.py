@@ -124,6 +124,11 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
     data = {s: read_selection(task.ms, task.field_id, s, intents=task.intents,
                               datacolumn=task.datacolumn, read_model=read_model,
                               chunk_rows=task.chunk_rows) for s in task.spw_ids}
+    loaded = []
+    if task.preapply:
+        from fluxflow.solve.preapply import load_calapps
+
+        loaded = load_calapps(list(task.preapply))
     amp_tables = []
     for s, ds in data.items():
         sol.nrows[s] = int(ds.sizes["row"])
@@ -139,6 +144,12 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
         scan, a1, a2, uvw = (ds["scan"].values, ds["antenna1"].values, ds["antenna2"].values,
                              ds["uvw"].values)
         model = _model_array(task.models[s], ds, par)
+        if loaded:  # earlier calibration (Tsys, bandpass, ...) applied in memory, flags propagated
+            from fluxflow.solve.preapply import apply_calibration
+
+            vis, flag, weight = apply_calibration(
+                vis, flag, weight, time, a1, a2, corr, ds["chan_freq"].values, field_id=task.field_id,
+                spw_id=s, loaded=loaded, field_directions=task.field_directions)
 
         # §3.5 phase-only solves, applied in memory to the rows each one targets
         vis_ph = vis.copy()

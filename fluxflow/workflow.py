@@ -65,6 +65,11 @@ def plan_all(params: Params) -> tuple[list, list[tasks.MSResult]]:
     from fluxflow.plan import plan_ms
 
     plans, failed = [], []
+    preapply = []
+    if params.gaintable:  # validate (and describe) the pre-apply tables once, on the client
+        from fluxflow.solve.preapply import load_calapps
+
+        preapply = [c.summary for c in load_calapps(params.calapps())]
     names = [os.path.basename(os.path.normpath(v)) for v in params.vis]
     if len(set(names)) != len(names):
         raise FluxflowError("two MSs in `vis` share a basename; flux.csv rows could not tell them apart")
@@ -74,7 +79,9 @@ def plan_all(params: Params) -> tuple[list, list[tasks.MSResult]]:
             add_ephemeris_sizes(md)
             ref = find_reffile(ms, params.reffile)
             cat = read_flux_csv(ref, ms_name=md.name) if ref else []
-            plans.append(plan_ms(md, params, cat))
+            plan = plan_ms(md, params, cat)
+            plan.preapply = list(preapply)
+            plans.append(plan)
         except FluxflowError as exc:
             if len(params.vis) == 1:
                 raise
@@ -208,9 +215,13 @@ def gfluxscale(vis, *, cluster: str | ClusterSpec | None = None, client=None, pr
     """
     if isinstance(vis, (str, os.PathLike)):
         vis = [vis]
-    for key in ("refspwmap",):
-        if key in kwargs and kwargs[key] is not None:
-            kwargs[key] = tuple(kwargs[key])
+    for key in ("refspwmap", "gaintable", "gainfield", "interp", "calwt"):
+        if key in kwargs and kwargs[key] is not None:  # gaincal accepts a string for one table
+            v = kwargs[key]
+            kwargs[key] = (v,) if isinstance(v, (str, bool)) else tuple(v)
+    if kwargs.get("spwmap") is not None:
+        m = list(kwargs["spwmap"])
+        kwargs["spwmap"] = (tuple(m),) if m and isinstance(m[0], int) else tuple(tuple(x) for x in m)
     params = Params(vis=tuple(str(v) for v in vis), **kwargs)
     if isinstance(cluster, str):
         cluster = (ClusterSpec(kind="address", address=cluster) if "://" in cluster

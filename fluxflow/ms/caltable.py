@@ -379,8 +379,8 @@ def _put_rows(main: tables.table, gains: GainTable | FloatCalTable) -> None:
     for attr, col, dtype in _SCALAR_ATTRS:
         main.putcol(col, np.asarray(getattr(g, attr), dtype=dtype))
     float_par = g.vis_cal in FLOAT_TYPES
-    columns = (("FPARAM", "fparam", np.float32) if float_par else ("CPARAM", "cparam", np.complex64),
-               ("PARAMERR", "paramerr", np.float32), ("FLAG", "flag", bool),
+    par = ("FPARAM", "fparam", np.float32) if float_par else ("CPARAM", "cparam", np.complex64)
+    columns = (par, ("PARAMERR", "paramerr", np.float32), ("FLAG", "flag", bool),
                ("SNR", "snr", np.float32), ("WEIGHT", "weight", np.float32))
     sub = _open_subtable(main, main.getkeywords(), "SPECTRAL_WINDOW")
     try:

@@ -188,6 +188,8 @@ def report_context(results, outdir: str, build_dir: str) -> dict:
         "flux_rows": flux_table(records),
         "eb_figures": eb_figs,
         "params": param_rows(results.params),
+        "preapply": next(((r.get("plan") or {}).get("preapply") for r in records
+                          if (r.get("plan") or {}).get("preapply")), []),
     }
 
 

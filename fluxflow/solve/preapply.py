@@ -241,7 +241,8 @@ def _separation(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
     """Great-circle distance [rad] (Vincenty form, stable at all separations)."""
     dra = ra2 - ra1
     num = math.hypot(math.cos(dec2) * math.sin(dra),
-                     math.cos(dec1) * math.sin(dec2) - math.sin(dec1) * math.cos(dec2) * math.cos(dra))
+                     math.cos(dec1) * math.sin(dec2)
+                     - math.sin(dec1) * math.cos(dec2) * math.cos(dra))
     den = math.sin(dec1) * math.sin(dec2) + math.cos(dec1) * math.cos(dec2) * math.cos(dra)
     return math.atan2(num, den)
 
@@ -556,7 +557,8 @@ def _interp_time(t_out: np.ndarray, t_in: np.ndarray, vals: np.ndarray, flags: n
         single = np.ones(t_out.size, bool)
     else:
         single = exact | before | after
-        idx = np.where(exact, np.minimum(pos, m - 1), np.where(before, 0, np.where(after, m - 1, lo)))
+        idx = np.where(exact, np.minimum(pos, m - 1),
+                       np.where(before, 0, np.where(after, m - 1, lo)))
     out = vals[idx].copy()
     out_flag = flags[idx].copy()
     weight_next = np.zeros(t_out.size)
@@ -651,8 +653,8 @@ def _registered_flags(flag_in: np.ndarray, f_in: np.ndarray, f_out: np.ndarray,
     if n > 1:
         if method == "nearest":
             nxt = np.minimum(ireg + 1, n - 1)
-            ireg = np.where((ireg < n - 1) & (np.abs(f_out - f_in[ireg]) > np.abs(f_in[nxt] - f_out)),
-                            nxt, ireg)
+            closer = np.abs(f_out - f_in[ireg]) > np.abs(f_in[nxt] - f_out)
+            ireg = np.where((ireg < n - 1) & closer, nxt, ireg)
         else:
             ireg = np.where(ireg == n - 1, n - 2, ireg)
     return flreg[ireg]
