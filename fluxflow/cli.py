@@ -236,8 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
-    if not a.verbose:  # quiet Dask's INFO chatter, also in worker processes (they inherit env)
-        os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
+    quiet_key = "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED"
+    quiet = not a.verbose and quiet_key not in os.environ
+    if quiet:  # quiet Dask's INFO chatter, also in worker processes (they inherit the environment)
+        os.environ[quiet_key] = "warning"
+    try:
+        return _main(a)
+    finally:
+        if quiet:
+            os.environ.pop(quiet_key, None)
+
+
+def _main(a: argparse.Namespace) -> int:
     level = logging.INFO if a.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for h in logging.getLogger().handlers:  # the run's log file gets INFO; the terminal `level`
