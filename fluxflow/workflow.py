@@ -77,6 +77,10 @@ def plan_all(params: Params) -> tuple[list, list[tasks.MSResult]]:
         try:
             md = read_metadata(ms)
             add_ephemeris_sizes(md)
+            if not params.refant.strip():  # automatic refant ranking uses flagging (hif_refant)
+                from fluxflow.ms import antenna_flag_fraction
+
+                md.extra["antenna_flag_fraction"] = antenna_flag_fraction(md)
             ref = find_reffile(ms, params.reffile)
             cat = read_flux_csv(ref, ms_name=md.name) if ref else []
             plan = plan_ms(md, params, cat)

@@ -24,39 +24,17 @@ from fluxflow.ms.types import (
     SpectralWindow,
 )
 
-try:  # written by another module owner; optional until it exists
-    from fluxflow.ms.caltable import read_caltable, write_caltable
-except ImportError:  # pragma: no cover - depends on the state of the tree
-    pass
-
-try:  # written by another module owner; optional until it exists
-    from fluxflow.ms.create import MSWriter, create_ms
-except ImportError:  # pragma: no cover - depends on the state of the tree
-    pass
-
-try:  # further public names of those modules, guarded separately
-    from fluxflow.ms.caltable import FloatCalTable
-except ImportError:  # pragma: no cover
-    pass
-
-try:
-    from fluxflow.ms.create import Ephemeris, ephemeris_table_name
-except ImportError:  # pragma: no cover
-    pass
-
-try:
-    from fluxflow.ms.ephemeris import read_ephemeris
-except ImportError:  # pragma: no cover
-    pass
+from fluxflow.ms.caltable import FloatCalTable, read_caltable, write_caltable
+from fluxflow.ms.create import Ephemeris, MSWriter, create_ms, ephemeris_table_name
+from fluxflow.ms.ephemeris import read_ephemeris
+from fluxflow.ms.flags import antenna_flag_fraction
 
 __all__ = [
     "Antenna", "DataDescription", "Field", "MSMetadata", "Polarization", "Scan", "SpectralWindow",
     "DEFAULT_CHUNK_ROWS", "ensure_model_column", "is_science_spw", "iter_selection", "obs_mode_to_intents",
     "open_ms", "open_table", "parse_obs_mode", "plan_selection", "read_metadata", "read_selection",
     "reset_model_data", "summary", "unit_model", "write_model_data",
+    "read_caltable", "write_caltable", "FloatCalTable", "MSWriter", "create_ms", "Ephemeris",
+    "ephemeris_table_name", "read_ephemeris", "antenna_flag_fraction",
 ]
-for _optional in ("read_caltable", "write_caltable", "FloatCalTable", "MSWriter", "create_ms", "Ephemeris",
-                  "ephemeris_table_name", "read_ephemeris"):
-    if _optional in globals():
-        __all__.append(_optional)
-del _optional
+
