@@ -107,8 +107,17 @@ def spectral_fit(freqs: np.ndarray, fd: np.ndarray, fderr: np.ndarray, fitorder:
     a = np.vander(x[use], m, increasing=True)
     w = 1.0 / sigma[use] ** 2
     normal = a.T @ (w[:, None] * a)
-    cov = np.linalg.inv(normal)
-    coef = cov @ (a.T @ (w * y[use]))
+    sw = np.sqrt(w)
+    # least squares on the whitened system: stable when the errors span many decades, where
+    # inverting the normal matrix fails (found by the property tests)
+    coef, _, rank, _ = np.linalg.lstsq(a * sw[:, None], y[use] * sw, rcond=None)
+    if rank < m:
+        warnings.warn(f"spectral fit of order {order} is degenerate (rank {rank} < {m}); no fit",
+                      InsufficientDataWarning, stacklevel=2)
+        nan = np.full(ncoef, np.nan)
+        return SpectralFit(nan, nan.copy(), math.nan, math.nan, ref_freq, np.zeros((0, 0)), order, n,
+                           ok=False)
+    cov = np.linalg.pinv(normal)
     # an exactly determined fit has χ² = 0 (spec §6.5); do not let round-off make it positive
     chi2 = float(np.sum(w * (y[use] - a @ coef) ** 2)) if n > m else 0.0
     err = np.sqrt(np.abs(np.diag(cov))) * math.sqrt(chi2 / max(1, n - m))
