@@ -6,7 +6,6 @@ createMemCalTable2 / setOrVerifyCTFrequencies / flagAbsentSpws), worked out by h
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from casacore import tables
 
+from casa_helper import CASA_PYTHON, casa_available, casa_env
 from fluxflow.errors import CaltableError, FluxflowError, WriteError
 from fluxflow.gains import GainTable
 from fluxflow.ms import caltable
@@ -474,8 +474,7 @@ def test_read_pre_casa41_table_without_observation_id(tmp_path):
 # ------------------------------------------------------------------------ CASA itself, if present
 
 
-@pytest.mark.skipif(importlib.util.find_spec("casatools") is None,
-                    reason="casatools is not installed")
+@pytest.mark.skipif(not casa_available(), reason="CASA is not available (set FLUXFLOW_CASA_PYTHON)")
 def test_casatools_opens_the_table(tmp_path, ms):
     path, gains = _written(tmp_path, ms)
     script = textwrap.dedent("""
@@ -488,6 +487,6 @@ def test_casatools_opens_the_table(tmp_path, ms):
         assert tb.getkeyword("ParType") == "Complex"
         tb.close()
     """)
-    run = subprocess.run([sys.executable, "-c", script, path, str(gains.nrow)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run([CASA_PYTHON, "-c", script, path, str(gains.nrow)],
+                         capture_output=True, text=True, timeout=120, env=casa_env())
     assert run.returncode == 0, run.stderr
