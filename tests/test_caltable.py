@@ -488,5 +488,5 @@ def test_casatools_opens_the_table(tmp_path, ms):
         tb.close()
     """)
     run = subprocess.run([CASA_PYTHON, "-c", script, path, str(gains.nrow)],
-                         capture_output=True, text=True, timeout=120, env=casa_env())
+                         capture_output=True, text=True, timeout=120, env=casa_env(), cwd=tmp_path)
     assert run.returncode == 0, run.stderr

@@ -681,7 +681,7 @@ def test_matches_casa_applycal(tmp_path, sim):
     spec = json.dumps([{"path": a.path, "gainfield": a.gainfield, "interp": a.interp or "linear",
                         "spwmap": list(a.spwmap), "calwt": a.calwt} for a in apps])
     run = subprocess.run([CASA_PYTHON, "-c", script, ms, spec], capture_output=True,
-                         text=True, timeout=600, env=casa_env())
+                         text=True, timeout=600, env=casa_env(), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     v, f, _ = _apply(read_selection(ms, 0, 1), apps)
     with tables.table(ms, ack=False) as t:
