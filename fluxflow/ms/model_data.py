@@ -19,7 +19,7 @@ import numpy as np
 
 from fluxflow.errors import MissingColumnError, WriteError
 from fluxflow.ms.metadata import read_metadata
-from fluxflow.ms.selection import chunk_rows_for, plan_selection, unit_model
+from fluxflow.ms.selection import chunk_rows_for, plan_selection, select_rows, unit_model
 from fluxflow.ms.tables import ensure_lock, open_ms
 from fluxflow.ms.types import MSMetadata, Polarization
 
@@ -154,9 +154,10 @@ def write_model_data(ms_path: str, field_id: int, spw_id: int, model_fn: ModelFn
         if "DATA" not in t.colnames() and "CORRECTED_DATA" not in t.colnames():
             raise MissingColumnError(f"{md.path}: no DATA column to shape MODEL_DATA on")
         _ensure_model_column(t, md.path, md, chunk_rows)
-        if plan.where is None:
+        rows = select_rows(t, plan, sort=False)
+        if rows.size == 0:
             return 0
-        sel = t.query(plan.where)
+        sel = t.selectrows(rows)
         try:
             n = sel.nrows()
             for start in range(0, n, step):
