@@ -146,7 +146,15 @@ class _IndexSummary:
 
 
 def _unique_rows(block: np.ndarray) -> np.ndarray:
-    """np.unique(block, axis=0) for a 2-D int64 array, via one mixed-radix int64 key (much faster)."""
+    """np.unique(block, axis=0) for a 2-D int64 array, via one mixed-radix int64 key (much faster).
+
+    MS rows come in long runs of equal index values, so the first row of each run is kept before
+    the sort (one vectorised comparison; measured: the client's metadata read several times faster
+    on a 2.4 M-row EB)."""
+    if block.shape[0] > 1:
+        heads = np.ones(block.shape[0], bool)
+        heads[1:] = np.any(block[1:] != block[:-1], axis=1)
+        block = block[heads]
     values, codes = [], []
     for col in block.T:
         v, inv = np.unique(col, return_inverse=True)
