@@ -35,6 +35,7 @@ def point_model(I: float, spix: float, ref_freq: float) -> ModelFn:  # noqa: E74
         s = _spectrum(I, spix, ref_freq, chan_freq)
         return np.broadcast_to(s.astype(np.complex128), (nrow, s.size)).copy()
 
+    model.uvw_independent = True  # writers may build the cells once and skip reading UVW
     return model
 
 

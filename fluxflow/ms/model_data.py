@@ -158,13 +158,19 @@ def write_model_data(ms_path: str, field_id: int, spw_id: int, model_fn: ModelFn
         if rows.size == 0:
             return 0
         sel = t.selectrows(rows)
+        fixed = None
+        if getattr(model_fn, "uvw_independent", False):  # point source: the same cells on every row
+            fixed = _stokes_i_to_model(model_fn(np.zeros((1, 3)), freq), 1, nchan, plan.pol)
         try:
             n = sel.nrows()
             for start in range(0, n, step):
                 m = min(step, n - start)
                 ensure_lock(t, md.path, write=True)
-                uvw = np.asarray(sel.getcol("UVW", start, m), dtype=np.float64).reshape(m, 3)
-                model = _stokes_i_to_model(model_fn(uvw, freq), m, nchan, plan.pol)
+                if fixed is not None:
+                    model = np.broadcast_to(fixed, (m,) + fixed.shape[1:])
+                else:
+                    uvw = np.asarray(sel.getcol("UVW", start, m), dtype=np.float64).reshape(m, 3)
+                    model = _stokes_i_to_model(model_fn(uvw, freq), m, nchan, plan.pol)
                 try:
                     sel.putcol("MODEL_DATA", model, start, m)
                 except RuntimeError as err:
