@@ -124,7 +124,7 @@ def machine_info() -> dict:
         affinity = os.cpu_count()
     return {"host": platform.node(), "cpu": cpu, "cores_usable": affinity, "mem_bytes": mem,
             "kernel": platform.release(), "bench_dir": str(BENCH_DIR), "bench_fs": fs,
-            "bench_disk_free_bytes": du.free, "versions": versions, "loadavg_at_start": loadavg(),
+            "bench_disk_free_bytes": du.free, "versions": versions, "loadavg": loadavg(),
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

@@ -142,8 +142,7 @@ def io_floor(ms: str, reads: list[Sel], writes: list[Sel], init_all: bool = Fals
     """The I/O floor (module docstring): one process, python-casacore and numpy only."""
     import casacore.tables as ct
 
-    t = ct.table(ms, readonly=False, ack=False, lockoptions="user")
-    t.lock(write=True)
+    t = ct.table(ms, readonly=False, ack=False, lockoptions="permanentwait")
     try:
         idx = {c: t.getcol(c) for c in INDEX_COLUMNS}
         for s in reads:
@@ -167,7 +166,6 @@ def io_floor(ms: str, reads: list[Sel], writes: list[Sel], init_all: bool = Fals
         else:
             _write_every_model_cell(t, ms, idx, writes)
     finally:
-        t.unlock()
         t.close()
 
 
@@ -377,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(cells {bl.fmt_bytes(needed['read_cells'])} + index {bl.fmt_bytes(needed['index_columns'])}), "
           f"write {bl.fmt_bytes(needed['write_model'])}")
     modes = ["existing", "fresh"] if args.model == "both" else [args.model]
-    payload = {"ms": ms, "preset": args.preset, "config": bl.sim_config(args.preset).to_json(),
+    payload = {"machine": bl.machine_info(), "ms": ms, "preset": args.preset, "config": bl.sim_config(args.preset).to_json(),
                "ms_bytes": bl.dir_bytes(ms), "needed": needed, "workers": args.workers,
                "patches": args.patch, "modes": {}}
     all_rows = []
