@@ -319,8 +319,11 @@ def summarize(meas: dict, needed: dict, model_mode: str) -> list[dict]:
     return rows
 
 
-def profile_sync(ms: str, reffile: str, top: int, patches: list[str]) -> str:
-    """cProfile of one fluxflow run with the synchronous scheduler (one process)."""
+def profile_sync(ms: str, reffile: str, top: int, patches: list[str]) -> tuple[str, dict]:
+    """cProfile of one fluxflow run with the synchronous scheduler (one process, after a warm-up run).
+
+    Returns the printed statistics and a JSON-able summary (top functions by cumulative and by
+    internal time)."""
     import cProfile
     import io
     import pstats
@@ -329,15 +332,29 @@ def profile_sync(ms: str, reffile: str, top: int, patches: list[str]) -> str:
         import patches as pm
 
         pm.apply_local(patches)
-    fluxflow_run(ms, reffile, os.path.join(os.path.dirname(ms), "ff-out"), None)  # warm
+    outdir = os.path.join(os.path.dirname(ms), "ff-out")
+    fluxflow_run(ms, reffile, outdir, None)  # warm
     pr = cProfile.Profile()
+    t0 = time.perf_counter()
     pr.enable()
-    fluxflow_run(ms, reffile, os.path.join(os.path.dirname(ms), "ff-out"), None)
+    fluxflow_run(ms, reffile, outdir, None)
     pr.disable()
+    wall = time.perf_counter() - t0
     s = io.StringIO()
-    pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(top)
-    pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(top)
-    return s.getvalue()
+    st = pstats.Stats(pr, stream=s)
+    st.sort_stats("cumulative").print_stats(top)
+    st.sort_stats("tottime").print_stats(top)
+
+    def rows(key):
+        st.sort_stats(key)
+        out = []
+        for func in st.fcn_list[:top]:
+            cc, nc, tt, ct, _ = st.stats[func]
+            out.append({"function": f"{os.path.basename(func[0])}:{func[1]}({func[2]})", "ncalls": nc,
+                        "tottime_s": round(tt, 3), "cumtime_s": round(ct, 3)})
+        return out
+
+    return s.getvalue(), {"wall_s": wall, "by_cumtime": rows("cumulative"), "by_tottime": rows("tottime")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patch", action="append", default=[],
                     help="benchmark-local prototype fix from patches.py (repeatable; see patches.py)")
     ap.add_argument("--profile", type=int, metavar="N", default=0,
-                    help="instead of measuring, cProfile one sync-scheduler run and print the top N")
+                    help="instead of measuring, cProfile one sync-scheduler run, print the top N functions "
+                         "and save them to results/profile_<preset>.json")
     ap.add_argument("--name", default="", help="JSON name (default io_floor_<preset>[_patched])")
     args = ap.parse_args(argv)
 
@@ -365,7 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     if sim_s:
         print(f"simulated {ms} in {sim_s:.1f} s")
     if args.profile:
-        print(profile_sync(ms, reffile, args.profile, args.patch))
+        machine = bl.machine_info()
+        text, summary = profile_sync(ms, reffile, args.profile, args.patch)
+        print(text)
+        name = args.name or f"profile_{args.preset}" + ("_patched" if args.patch else "")
+        payload = {"machine": machine, "patches": args.patch, "loadavg_at_end": bl.loadavg(), **summary}
+        print(f"wrote {bl.save_json(name, payload)}")
         return 0
     reads, writes, plan = plan_selections(ms, reffile)
     needed = bytes_needed(ms, reads, writes)
@@ -396,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             ts = [{"task": k, **v} for k, v in sorted(ff[-1]["task_seconds"].items())]
             print(bl.table(ts, ["task", "n", "compute_s", "max_s"], title="fluxflow tasks (last warm run)"))
     payload["loadavg_at_end"] = bl.loadavg()
-    name = args.name or f"io_floor_{args.preset}" + ("_" + "_".join(args.patch) if args.patch else "")
+    name = args.name or f"io_floor_{args.preset}" + ("_patched" if args.patch else "")
     print(f"\nwrote {bl.save_json(name, payload)}")
     return 0
 

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                          "client_peak_MiB": m["client_peak_rss"] / 2**20})
             print(f"  {text} chunk_rows={cr}: worker peak {m['max_peak_rss'] / 2**20:.0f} MiB", flush=True)
     print(bl.table(rows, list(rows[0]), title="\npeak RSS per worker (max over workers)"))
-    name = args.name or "memory" + ("_" + "_".join(args.patch) if args.patch else "")
+    name = args.name or "memory" + ("_patched" if args.patch else "")
     print(f"wrote {bl.save_json(name, {'machine': machine, 'workers': args.workers, 'patches': args.patch, 'runs': runs, 'summary': rows, 'loadavg_at_end': bl.loadavg()})}")
     return 0
 

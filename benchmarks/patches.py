@@ -22,7 +22,9 @@ was checked to give the same fluxes as unpatched fluxflow (to float32 rounding f
   cube formulas — and runs fluxflow's unchanged solvers, apply_gains and calvis_partials on
   one-channel "cubes" (V̄ = Σ wVM*/Σ w|M|², M = 1, weight = Σ w|M|² gives gaincal the same
   sums). Peak memory per task is O(chunk), not O(selection). The uv-profile plot averages per
-  correlation first (plot only). Tasks that combine or map spws fall back to fluxflow's code.
+  correlation first (plot only). Tasks that combine or map spws, pre-apply earlier tables
+  (channel-dependent: they must be applied to each chunk before the reduction) or restrict
+  the reference solve (resolved calibrators) fall back to fluxflow's code.
 * ``scanindex`` — read_metadata's scan index deduplicated (scan, field, ddid, state, obs) over
   every row with np.unique (an O(n log n) sort of 2.4 M rows on the client before any task can
   start). Rows come in long runs of equal values, so the patch keeps the first row of each run
@@ -257,8 +259,11 @@ def _patch_rowsums() -> None:
     orig = tasks._solve_field
 
     def _solve_field(task, sol) -> None:
-        if len(task.spw_ids) != 1 or any(p.spwmap or p.combine_spw for p in task.phase_solves):
-            return orig(task, sol)
+        restricted = task.role == "reference" and any(
+            p.label == "A" and (p.antennas is not None or p.uvmax_m is not None) for p in task.phase_solves)
+        if (len(task.spw_ids) != 1 or any(p.spwmap or p.combine_spw for p in task.phase_solves)
+                or getattr(task, "preapply", ()) or restricted):
+            return orig(task, sol)  # spw groups, pre-applied tables, resolved-calibrator plots
         from fluxflow.gains import GainTable
         from fluxflow.ms import read_metadata
         from fluxflow.solve.apply import apply_gains

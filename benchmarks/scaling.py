@@ -118,15 +118,16 @@ def run_ff(client, vis: list[str], outdir: str, mode: str) -> dict:
 
 
 def part_ebs(args) -> dict:
-    base = str(bl.BENCH_DIR / "scaling" / "base.ms")
+    where = bl.BENCH_DIR / "scaling" / args.preset
+    base = str(where / "base.ms")
     ms, csvp, sim_s = bl.ensure_ms(base, bl.sim_config(args.preset))
     if sim_s:
         print(f"simulated {ms} in {sim_s:.1f} s")
     n_max = max(args.ebs)
-    ebs = [copy_eb(ms, csvp, str(bl.BENCH_DIR / "scaling" / f"eb{k + 1}.ms")) for k in range(n_max)]
+    ebs = [copy_eb(ms, csvp, str(where / f"eb{k + 1}.ms")) for k in range(n_max)]
     counts = vis_counts(ebs[0][0], ebs[0][1])
     rows = []
-    outdir = str(bl.BENCH_DIR / "scaling" / "out")
+    outdir = str(where / "out")
     for w in args.workers:
         with bl.local_client(w) as (client, start_s):
             if args.patch:
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if "size" in parts:
         payload["size"] = part_size(args)
     payload["loadavg_at_end"] = bl.loadavg()
-    name = args.name or "scaling" + ("_" + "_".join(args.patch) if args.patch else "")
+    name = args.name or "_".join(["scaling"] + parts + (["patched"] if args.patch else []))
     print(f"wrote {bl.save_json(name, payload)}")
     return 0
 
