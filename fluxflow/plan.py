@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from fluxflow.errors import FluxflowError, ResolvedCalibratorWarning, SelectionError
-from fluxflow.models.catalogue import CatalogueRow, catalogue_lookup
+from fluxflow.models.catalogue import ORIGIN_DB, ORIGIN_XML, CatalogueRow, catalogue_lookup
 from fluxflow.ms.types import MSMetadata
 from fluxflow.params import Params, PhaseupOverride, split_list
 
@@ -27,7 +27,8 @@ PC_INTENTS = frozenset({"PHASE", "CHECK"})
 SOLAR_SYSTEM_BODIES = frozenset({"Venus", "Mars", "Jupiter", "Uranus", "Neptune", "Pluto", "Io", "Europa",
                                  "Ganymede", "Callisto", "Titan", "Triton", "Ceres", "Pallas", "Vesta",
                                  "Juno", "Victoria", "Davida"})
-EXTERNAL_ORIGINS = ("DB", "Source.xml")
+#: spec §3.10: catalogue origins whose spectral index is used for BANDPASS models (not analysisUtils)
+SPIX_ORIGINS = (ORIGIN_DB, ORIGIN_XML)
 
 
 @dataclass(frozen=True)
@@ -203,13 +204,18 @@ def reference_model(md: MSMetadata, params: Params, catalogue: list[CatalogueRow
                      diameter_arcsec=diameter)
 
 
+def bandpass_spix(catalogue: list[CatalogueRow], ms_name: str, field_id: int, spw_id: int) -> float:
+    """Spec §3.10/§7.3: a BANDPASS calibrator's spectral index, from a DB or Source.xml row; else 0."""
+    row = catalogue_lookup(catalogue, ms_name, field_id, spw_id)
+    return row.spix if (row is not None and row.origin in SPIX_ORIGINS) else 0.0
+
+
 def transfer_model(md: MSMetadata, catalogue: list[CatalogueRow], field_id: int, spw_id: int,
                    intents: frozenset[str]) -> ModelSpec:
     """Spec §7.3: BANDPASS transfer fields 1 Jy at the spw centre with catalogue spix; else unit."""
     if "BANDPASS" in intents:
-        row = catalogue_lookup(catalogue, md.name, field_id, spw_id)
-        spix = row.spix if (row is not None and row.origin in EXTERNAL_ORIGINS) else 0.0
-        return ModelSpec(kind="point", I=1.0, spix=spix, ref_freq=md.spw(spw_id).centre_frequency)
+        return ModelSpec(kind="point", I=1.0, spix=bandpass_spix(catalogue, md.name, field_id, spw_id),
+                         ref_freq=md.spw(spw_id).centre_frequency)
     return ModelSpec(kind="unit")
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -85,15 +84,9 @@ def ms_record(r) -> dict:
     return _jsonable(rec)
 
 
-@dataclass
 class Results:
-    """What `fluxflow.gfluxscale` returns. `records` are JSON-able dicts, one per MS."""
-
-    records: list[dict] = field(default_factory=list)
-    params: dict = field(default_factory=dict)
-    elapsed: float = 0.0
-    performance_report: str = ""
-    ms_results: list = field(default_factory=list, repr=False)  # live MSResult objects (not saved)
+    """What `fluxflow.gfluxscale` returns. `records` are JSON-able dicts, one per MS (what is
+    saved); `ms_results` the live per-MS objects of a run (empty after :meth:`load`)."""
 
     def __init__(self, ms_results=None, params=None, elapsed=0.0, performance_report="",
                  records=None, version=None):

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fluxflow.gains import GainTable
-from fluxflow.models.catalogue import FluxMeasurement, catalogue_lookup
+from fluxflow.models.catalogue import FluxMeasurement
 from fluxflow.models.sky import disk_model, point_model
-from fluxflow.plan import EXTERNAL_ORIGINS, FieldTask, ModelSpec, MSPlan, PhaseSolve
+from fluxflow.plan import FieldTask, ModelSpec, MSPlan, PhaseSolve, bandpass_spix
 
 log = logging.getLogger("fluxflow")
 
@@ -304,10 +304,9 @@ def _reduce_ms(plan: MSPlan, solutions: list[FieldSolution], sigma: float, res: 
             res.warnings.append(f"{s.key}: solve failed: {s.error}")
     good = [s for s in solutions if not s.error]
     for s in good:
-        for k, t in s.phase.items():
-            key = f"{k}"
-            res.phase_tables[key] = t if key not in res.phase_tables else GainTable.concat(
-                [res.phase_tables[key], t])
+        for key, t in s.phase.items():
+            prev = res.phase_tables.get(key)
+            res.phase_tables[key] = t if prev is None else GainTable.concat([prev, t])
     for s in good:
         for spw, prof in s.uvamp.items():
             if prof:
@@ -401,22 +400,11 @@ def qa_scores(plan: MSPlan, measurements: list[FluxMeasurement], amp_time: dict)
 
 
 # --------------------------------------------------------------------------------------------
-def transfer_model_values(plan: MSPlan, fid: int, spw: int, flux: float) -> tuple[float, float]:
-    """Spec §3.10: (I, spix) for the MODEL_DATA of a transfer field: spix from the catalogue for
-    BANDPASS fields with an external-origin row, else 0."""
-    spix = 0.0
-    if "BANDPASS" in plan.field_intents[fid]:
-        row = catalogue_lookup(plan.catalogue, plan.ms_name, fid, spw)
-        if row is not None and row.origin in EXTERNAL_ORIGINS:
-            spix = row.spix
-    return flux, spix
-
-
 def write_ms_outputs(res: MSResult, outdir: str, write_model: bool) -> MSResult:
     """The single writer of one MS: caltables (own files) and MODEL_DATA (§3.10)."""
     if res.error or res.plan is None:
         return res
-    from fluxflow.ms import write_caltable, write_model_data
+    from fluxflow.ms import write_caltable
 
     plan = res.plan
     try:
@@ -453,9 +441,11 @@ def write_models(plan: MSPlan, fluxes: list[FluxMeasurement]) -> int:
     for fid in plan.transfer_ids:
         intents = set(plan.field_intents[fid]) & ti
         for spw in plan.valid_spws.get(fid, []):
-            I, spix = transfer_model_values(plan, fid, spw, got.get((fid, spw), 1.0))
-            n += write_model_data(plan.ms, fid, spw, point_model(I, spix, plan.spw_freqs[spw]),
-                                  intents=intents)
+            # spec §3.10: derived flux (1 Jy where none), catalogue spix for BANDPASS fields only
+            spix = (bandpass_spix(plan.catalogue, plan.ms_name, fid, spw)
+                    if "BANDPASS" in plan.field_intents[fid] else 0.0)
+            n += write_model_data(plan.ms, fid, spw, point_model(got.get((fid, spw), 1.0), spix,
+                                                                 plan.spw_freqs[spw]), intents=intents)
     for task in plan.tasks:
         if task.role != "reference":
             continue
@@ -488,7 +478,6 @@ def reduce_session(results: list[MSResult]) -> list[MSResult]:
                  for r in adopters}
     adopted = adopt_session_fluxes(per_ms, [r.ms_name for r in adopters], spw_names, field_ids)
     for r in adopters:
-        plan = r.plan
         out = list(adopted.get(r.ms_name, []))
         r.measurements = sorted(out, key=lambda m: (str(m.field_id), m.spw_id))
         r.derived = list(r.measurements)
