@@ -130,7 +130,11 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
 
         loaded = load_calapps(list(task.preapply))
     amp_tables = []
-    for s, ds in data.items():
+    # spws whose phases come from another spw (phase-up spwmap) go after the spws they map to
+    mapped = {sp for sp in data for p in task.phase_solves
+              if p.spwmap and sp < len(p.spwmap) and p.spwmap[sp] != sp and p.spwmap[sp] in data}
+    for s in sorted(data, key=lambda sp: sp in mapped):
+        ds = data[s]
         sol.nrows[s] = int(ds.sizes["row"])
         if ds.sizes["row"] == 0:
             sol.warnings.append(f"field {task.field_name} spw {s}: no rows selected")
@@ -156,13 +160,12 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
         covered = np.zeros(vis.shape[0], bool)
         for p in task.phase_solves:
             rows = _phase_rows(p, _rows_with(scan, task.scan_intents, p.intents), a1, a2, uvw)
+            key = f"{p.label}:{','.join(sorted(p.intents))}"
             solve_spw = p.spwmap[s] if p.spwmap and s < len(p.spwmap) else s
-            if solve_spw != s and solve_spw in data:
-                key = f"{p.label}:{','.join(sorted(p.intents))}"
-                table = sol.phase.get(key)
+            spwmap = None
+            if solve_spw != s and solve_spw in data:  # solved already (ordered first), mapped onto s
+                table, spwmap = sol.phase[key], list(p.spwmap)
             else:
-                table = None
-            if table is None:
                 table = solve_gains(vis[rows], model[rows], flag[rows], weight[rows], time[rows],
                                     interval[rows], scan[rows], a1[rows], a2[rows], n_ant=task.n_ant,
                                     corr_types=corr, solint=p.solint, gaintype=p.gaintype,
@@ -170,7 +173,6 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
                                     minsnr=task.minsnr, field_id=task.field_id, spw_id=s)
                 table.meta.update(label=p.label, intents=sorted(p.intents), solint=p.solint,
                                   gaintype=p.gaintype)
-                key = f"{p.label}:{','.join(sorted(p.intents))}"
                 prev = sol.phase.get(key)
                 sol.phase[key] = table if prev is None else GainTable.concat([prev, table])
             arows = _rows_with(scan, task.scan_intents, p.apply_intents) & ~covered
@@ -178,7 +180,7 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
                 continue
             v, f, _ = apply_gains(vis[arows], flag[arows], weight[arows], time[arows], a1[arows],
                                   a2[arows], corr, table, field_id=task.field_id, spw_id=s,
-                                  interp="linear", calwt=False)
+                                  interp="linear", calwt=False, spwmap=spwmap)
             vis_ph[arows], flag[arows] = v, f
             covered |= arows
 

@@ -237,3 +237,19 @@ def test_workers_and_session(tmp_path):
         assert m["I"] == pytest.approx(np.mean([v["I"] for v in vals]), rel=1e-12)
         assert m["I_err"] == pytest.approx(np.std([v["I"] for v in vals], ddof=1) / math.sqrt(2), rel=1e-9)
     assert len(last["calibrated_fluxes"]) == 12
+
+
+def test_phaseup_spwmap_applies_mapped_phases(tmp_path):
+    """A phase-up override with spwmap (what hifa_spwphaseup records for low-SNR calibrators):
+    phases solved in spw 1 are applied to spws 3, 5, 7, whose amplitude solves and fluxscale
+    then proceed as usual (per-spw phase offsets are constant, so amplitudes are unaffected)."""
+    sim = simulate_ms(str(tmp_path / "m.ms"), seed=9, sefd=0.0, **SMALL)
+    spwmap = "spwmap=0;1;2;1;4;1;6;1"
+    res = _run([sim.ms_path], tmp_path / "out", reffile=sim.flux_csv, write_model=False,
+               phaseup=fluxflow.params.parse_phaseup([f"PHASE:J0510+1800:{spwmap}"]))
+    rows = {(r["field"], r["spw"]): r for r in res.flux_rows()}
+    for spw in (1, 3, 5, 7):
+        r = rows[("J0510+1800", spw)]
+        assert r["fluxscale_I"] == pytest.approx(_truth_flux(sim, "J0510+1800", spw), rel=1e-3)
+    phase = res.ms_results[0].phase_tables["B:PHASE"]
+    assert set(phase.spw_id.tolist()) == {1}  # solved once, in the spw everything maps to
