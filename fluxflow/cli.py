@@ -54,7 +54,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     f.add_argument("--spw", default="", help="restrict to these science spws")
     f.add_argument("-o", "--output-dir", default="fluxflow-out")
     f.add_argument("--no-model", action="store_true", help="do not write MODEL_DATA")
-    f.add_argument("--chunk-rows", type=int, default=100_000)
+    f.add_argument("--chunk-rows", type=int, default=None,
+                   help="rows per read chunk; bounds memory per worker (default: ~256 MiB of arrays)")
     c = p.add_argument_group("where to run")
     c.add_argument("--cluster", default="local", choices=["local", "sync", "slurm"])
     c.add_argument("--scheduler-address", default=None, help="join a running Dask scheduler")

@@ -64,7 +64,9 @@ class Params:
     spw: str = ""  # restrict to these science spws ('' = all)
     output_dir: str = "fluxflow-out"
     write_model: bool = True
-    chunk_rows: int = 100_000
+    # rows per read chunk; None = as many as fit in ~256 MiB of arrays (fluxflow.ms.selection),
+    # which bounds a solve task's memory whatever the selection's size
+    chunk_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.hm_resolvedcals not in ("automatic", "manual"):
@@ -77,7 +79,7 @@ class Params:
             raise FluxflowError(f"amp_outlier_sigma must be > 0, not {self.amp_outlier_sigma}")
         if self.minsnr < 0:
             raise FluxflowError(f"minsnr must be >= 0, not {self.minsnr}")
-        if self.chunk_rows < 1:
+        if self.chunk_rows is not None and self.chunk_rows < 1:
             raise FluxflowError("chunk_rows must be >= 1")
 
     # -- derived ---------------------------------------------------------------------------

@@ -78,7 +78,7 @@ class FieldTask:
     antennas: tuple[int, ...] | None  # the `antenna` parameter (None = all)
     n_ant: int
     datacolumn: str
-    chunk_rows: int
+    chunk_rows: int | None
     calvis_intents: frozenset[str]  # transfer intents for the calibrated flux (empty: none)
     amp_time: bool  # compute the §10.4 amplitude-vs-time series (flux calibrator)
     preapply: tuple = ()  # CalApply entries applied in memory before solving (issue 8)

@@ -114,50 +114,108 @@ def solve_field(task: FieldTask) -> FieldSolution:
     return sol
 
 
+def _model_cells(spec: ModelSpec, freq: np.ndarray, ncorr: int, par: tuple[int, ...]) -> np.ndarray | None:
+    """(chan, corr) model of a point or unit model (the same on every row); None for other kinds."""
+    if spec.kind not in ("unit", "point"):
+        return None
+    s = (point_model(spec.I, spec.spix, spec.ref_freq)(np.zeros((1, 3)), freq)[0] if spec.kind == "point"
+         else np.ones(freq.size))
+    out = np.zeros((freq.size, ncorr), np.complex64)
+    out[:, list(par)] = s[:, None]
+    return out
+
+
+@dataclass
+class _Selection:
+    """One spw of a task's selection, reduced to per-row channel sums (fluxflow.solve.rowsums)."""
+
+    sums: object  # RowSums
+    corr: tuple[str, ...]
+    par: tuple[int, ...]
+    time: np.ndarray
+    interval: np.ndarray
+    scan: np.ndarray
+    a1: np.ndarray
+    a2: np.ndarray
+    uvw: np.ndarray
+
+    @property
+    def nrow(self) -> int:
+        return self.time.size
+
+
+def _read_reduced(task: FieldTask, s: int, loaded: list) -> _Selection | None:
+    """Read (field, spw) chunk by chunk, pre-apply earlier tables per chunk (they may depend on
+    channel), and reduce each chunk to row sums at once: memory is one chunk, whatever the
+    selection's size. None when no row is selected."""
+    from fluxflow.ms import iter_selection
+    from fluxflow.solve.rowsums import RowSums, reduce_rows
+
+    spec = task.models[s]
+    parts, rows = [], {k: [] for k in ("time", "interval", "scan", "antenna1", "antenna2", "uvw")}
+    corr = par = None
+    nchan = 0
+    for ds in iter_selection(task.ms, task.field_id, s, intents=task.intents, datacolumn=task.datacolumn,
+                             read_model=spec.kind == "column", chunk_rows=task.chunk_rows, compact=True):
+        corr = tuple(str(c) for c in ds["corr"].values)
+        par = tuple(i for i, c in enumerate(corr) if c in ("XX", "YY", "RR", "LL", "I"))
+        freq = ds["chan_freq"].values
+        vis, flag, weight = ds["vis"].values, ds["flag"].values, ds["weight"].values
+        nchan = vis.shape[1]
+        for k in rows:
+            rows[k].append(ds[k].values)
+        if loaded:  # earlier calibration (Tsys, bandpass, ...) applied in memory, flags propagated
+            from fluxflow.solve.preapply import apply_calibration
+
+            if weight.ndim == 2:
+                weight = np.broadcast_to(weight[:, None, :], vis.shape)
+            vis, flag, weight = apply_calibration(
+                vis, flag, weight, ds["time"].values, ds["antenna1"].values, ds["antenna2"].values, corr, freq,
+                field_id=task.field_id, spw_id=s, loaded=loaded, field_directions=task.field_directions)
+        model = _model_cells(spec, freq, len(corr), par)
+        if model is None:
+            model = ds["model"].values if spec.kind == "column" and "model" in ds else _model_array(spec, ds, par)
+        parts.append(reduce_rows(vis, flag, weight, model))
+        del ds, vis, flag, weight, model
+    if not parts:
+        return None
+    cat = {k: np.concatenate(v) for k, v in rows.items()}
+    return _Selection(RowSums.concat(parts, len(corr), nchan), corr, par, cat["time"], cat["interval"],
+                      cat["scan"], cat["antenna1"], cat["antenna2"], cat["uvw"])
+
+
 def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
-    from fluxflow.ms import read_selection
     from fluxflow.solve.apply import apply_gains
     from fluxflow.solve.gaincal import solve_gains
     from fluxflow.transfer.calvis import calvis_partials
 
-    read_model = any(m.kind == "column" for m in task.models.values())
-    data = {s: read_selection(task.ms, task.field_id, s, intents=task.intents,
-                              datacolumn=task.datacolumn, read_model=read_model,
-                              chunk_rows=task.chunk_rows) for s in task.spw_ids}
     loaded = []
     if task.preapply:
         from fluxflow.solve.preapply import load_calapps
 
         loaded = load_calapps(list(task.preapply))
+    data = {}
+    for s in task.spw_ids:
+        data[s] = _read_reduced(task, s, loaded)
+        sol.nrows[s] = 0 if data[s] is None else data[s].nrow
+        if data[s] is None:
+            sol.warnings.append(f"field {task.field_name} spw {s}: no rows selected")
+    data = {s: d for s, d in data.items() if d is not None}
     amp_tables = []
     # spws whose phases come from another spw (phase-up spwmap) go after the spws they map to
     mapped = {sp for sp in data for p in task.phase_solves
               if p.spwmap and sp < len(p.spwmap) and p.spwmap[sp] != sp and p.spwmap[sp] in data}
     for s in sorted(data, key=lambda sp: sp in mapped):
-        ds = data[s]
-        sol.nrows[s] = int(ds.sizes["row"])
-        if ds.sizes["row"] == 0:
-            sol.warnings.append(f"field {task.field_name} spw {s}: no rows selected")
-            continue
-        corr = tuple(str(c) for c in ds["corr"].values)
-        par = tuple(i for i, c in enumerate(corr) if c in ("XX", "YY", "RR", "LL", "I"))
-        vis = ds["vis"].values
-        flag = ds["flag"].values.copy()
-        weight = ds["weight"].values
-        time, interval = ds["time"].values, ds["interval"].values
-        scan, a1, a2, uvw = (ds["scan"].values, ds["antenna1"].values, ds["antenna2"].values,
-                             ds["uvw"].values)
-        model = _model_array(task.models[s], ds, par)
-        if loaded:  # earlier calibration (Tsys, bandpass, ...) applied in memory, flags propagated
-            from fluxflow.solve.preapply import apply_calibration
-
-            vis, flag, weight = apply_calibration(
-                vis, flag, weight, time, a1, a2, corr, ds["chan_freq"].values, field_id=task.field_id,
-                spw_id=s, loaded=loaded, field_directions=task.field_directions)
+        d = data[s]
+        corr, par = d.corr, d.par
+        time, interval, scan, a1, a2, uvw = d.time, d.interval, d.scan, d.a1, d.a2, d.uvw
+        # one-channel cubes: the solver's sums (vis, model, flag, weight) and the channel means
+        vis, model, flag, weight = d.sums.solver_inputs()
+        vbar, fbar = d.sums.channel_mean()
+        vis_ph, vbar_ph, fbar_ph = vis.copy(), vbar.copy(), fbar.copy()
 
         # §3.5 phase-only solves, applied in memory to the rows each one targets
-        vis_ph = vis.copy()
-        covered = np.zeros(vis.shape[0], bool)
+        covered = np.zeros(d.nrow, bool)
         for p in task.phase_solves:
             rows = _phase_rows(p, _rows_with(scan, task.scan_intents, p.intents), a1, a2, uvw)
             key = f"{p.label}:{','.join(sorted(p.intents))}"
@@ -178,14 +236,15 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
             arows = _rows_with(scan, task.scan_intents, p.apply_intents) & ~covered
             if not arows.any():
                 continue
-            v, f, _ = apply_gains(vis[arows], flag[arows], weight[arows], time[arows], a1[arows],
-                                  a2[arows], corr, table, field_id=task.field_id, spw_id=s,
-                                  interp="linear", calwt=False, spwmap=spwmap)
-            vis_ph[arows], flag[arows] = v, f
+            for src, fsrc, dst, fdst in ((vis, flag, vis_ph, flag), (vbar, fbar, vbar_ph, fbar_ph)):
+                v, f, _ = apply_gains(src[arows], fsrc[arows], weight[arows], time[arows], a1[arows],
+                                      a2[arows], corr, table, field_id=task.field_id, spw_id=s,
+                                      interp="linear", calwt=False, spwmap=spwmap)
+                dst[arows], fdst[arows] = v, f
             covered |= arows
 
         # §3.6 amplitude-only T solve per scan against the model, phases applied
-        rows = np.ones(vis.shape[0], bool)
+        rows = np.ones(d.nrow, bool)
         if task.antennas is not None:
             rows = np.isin(a1, task.antennas) | np.isin(a2, task.antennas)
         amp = solve_gains(vis_ph[rows], model[rows], flag[rows], weight[rows], time[rows],
@@ -195,21 +254,22 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
                           field_id=task.field_id, spw_id=s)
         amp_tables.append(amp)
         if task.role == "reference":
-            sol.uvamp[s] = uv_profile(vis_ph, flag, model, uvw, scan, a1, a2, amp, par)
+            mmean = d.sums.model_mean()
+            sol.uvamp[s] = uv_profile(vbar_ph, fbar_ph, mmean, uvw, scan, a1, a2, amp, par)
             for p in task.phase_solves:
                 if p.label == "A" and (p.antennas is not None or p.uvmax_m is not None):
-                    r = _phase_rows(p, np.ones(vis.shape[0], bool), a1, a2, uvw)
-                    sol.uvamp_restricted[s] = uv_profile(vis_ph[r], flag[r], model[r], uvw[r], scan[r],
+                    r = _phase_rows(p, np.ones(d.nrow, bool), a1, a2, uvw)
+                    sol.uvamp_restricted[s] = uv_profile(vbar_ph[r], fbar_ph[r], mmean[r], uvw[r], scan[r],
                                                          a1[r], a2[r], amp, par)
 
-        # §8 partial sums of the phase-calibrated data of the transfer intents
+        # §8 partial sums of the phase-calibrated, channel-averaged data of the transfer intents
         if task.calvis_intents:
             cr = _rows_with(scan, task.scan_intents, task.calvis_intents)
-            w_row = weight[cr].mean(axis=1)
-            sol.calvis[s] = calvis_partials(vis_ph[cr], flag[cr], w_row, a1[cr], a2[cr], scan[cr], corr)
-        # §10.4 amplitude-vs-time series of the flux calibrator (data as read)
+            sol.calvis[s] = calvis_partials(vbar_ph[cr], fbar_ph[cr], d.sums.wmean[cr], a1[cr], a2[cr],
+                                            scan[cr], corr)
+        # §10.4 amplitude-vs-time series of the flux calibrator (data as read, pre-applied tables applied)
         if task.amp_time:
-            sol.amp_time[s] = _amp_time_series(vis, ds["flag"].values, time,
+            sol.amp_time[s] = _amp_time_series(vbar, fbar, time,
                                                _rows_with(scan, task.scan_intents, {"AMPLITUDE"}))
     if amp_tables:
         sol.amp = GainTable.concat(amp_tables)
@@ -219,8 +279,9 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
 def uv_profile(vis, flag, model, uvw, scan, a1, a2, amp: GainTable, par, nbins: int = 24) -> dict:
     """Calibrated amplitude and model amplitude vs projected baseline length (report plot).
 
-    Data are phase-calibrated and divided by the per-scan T amplitudes; channel-averaged
-    parallel hands; binned in uv distance (m) with the mean per bin."""
+    Data are phase-calibrated and divided by the per-scan T amplitudes; parallel hands averaged
+    (fluxflow passes channel means per correlation, (row, 1, corr)); binned in uv distance (m)
+    with the mean per bin."""
     uvd = np.hypot(uvw[:, 0], uvw[:, 1])
     good = ~flag[:, :, par]
     n = good.sum(axis=(1, 2))

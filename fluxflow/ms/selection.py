@@ -214,8 +214,10 @@ def _cells_defined(sel, column: str, start: int) -> bool:
 
 
 def _read_chunk(t, sel, plan: SelectionPlan, row_ids: np.ndarray, start: int, n: int, datacolumn: str,
-                read_model: bool) -> tuple[dict[str, np.ndarray], bool]:
-    """Arrays of rows [start, start + n) of `sel`, and whether `model` came from MODEL_DATA."""
+                read_model: bool, compact: bool = False) -> tuple[dict[str, np.ndarray], bool]:
+    """Arrays of rows [start, start + n) of `sel`, and whether `model` came from MODEL_DATA.
+
+    `compact`: no unit model is made when MODEL_DATA is not read, and WEIGHT stays (row, corr)."""
     ensure_lock(t, plan.ms, write=False)
     nchan, ncorr = plan.spw.num_chan, plan.pol.num_corr
     vis = np.asarray(sel.getcol(datacolumn, start, n), dtype=np.complex64)
@@ -229,7 +231,7 @@ def _read_chunk(t, sel, plan: SelectionPlan, row_ids: np.ndarray, start: int, n:
             from_column = True
         except RuntimeError:  # partly unwritten (TiledShapeStMan) column: treated as absent
             model = None
-    if model is None:
+    if model is None and not compact:
         model = unit_model(n, nchan, plan.pol)
     flag = np.asarray(sel.getcol("FLAG", start, n), dtype=bool)
     flag |= np.asarray(sel.getcol("FLAG_ROW", start, n), dtype=bool)[:, None, None]
@@ -240,8 +242,9 @@ def _read_chunk(t, sel, plan: SelectionPlan, row_ids: np.ndarray, start: int, n:
         except RuntimeError:  # partly unwritten column: use WEIGHT
             weight = None
     if weight is None:
-        w = np.asarray(sel.getcol("WEIGHT", start, n), dtype=np.float32)
-        weight = np.ascontiguousarray(np.broadcast_to(w[:, None, :], (n, nchan, ncorr)))
+        weight = np.asarray(sel.getcol("WEIGHT", start, n), dtype=np.float32)
+        if not compact:
+            weight = np.ascontiguousarray(np.broadcast_to(weight[:, None, :], (n, nchan, ncorr)))
     arrays = {
         "vis": vis, "model": model, "flag": flag, "weight": weight,
         "time": np.asarray(sel.getcol("TIME", start, n), dtype=np.float64),
@@ -271,7 +274,8 @@ def _empty_arrays(nrow: int, nchan: int, ncorr: int) -> dict[str, np.ndarray]:
 
 def _dataset(arrays: dict[str, np.ndarray], plan: SelectionPlan, datacolumn: str, has_model: bool) -> xr.Dataset:
     cube = ("row", "chan", "corr")
-    data_vars = {k: (cube, arrays[k]) for k in ("vis", "model", "flag", "weight")}
+    data_vars = {k: (cube, arrays[k]) for k in ("vis", "model", "flag") if arrays.get(k) is not None}
+    data_vars["weight"] = (cube if arrays["weight"].ndim == 3 else ("row", "corr"), arrays["weight"])
     data_vars.update({k: (("row",), arrays[k]) for k in _ROW_VARS})
     data_vars["uvw"] = (("row", "uvw"), arrays["uvw"])
     coords = {"chan_freq": (("chan",), np.asarray(plan.spw.chan_freq, dtype=np.float64)),
@@ -294,21 +298,26 @@ def _check_datacolumn(t, path: str, datacolumn: str) -> None:
 def iter_selection(ms_path: str, field_id: int, spw_id: int, intents: Iterable[str] | str | None = None,
                    scans: Iterable[int] | None = None, antennas: Iterable[int | str] | None = None,
                    datacolumn: str = "DATA", read_model: bool = True, chunk_rows: int | None = None,
-                   *, md: MSMetadata | None = None, lock_timeout: float | None = None) -> Iterator[xr.Dataset]:
+                   *, md: MSMetadata | None = None, lock_timeout: float | None = None,
+                   compact: bool = False) -> Iterator[xr.Dataset]:
     """Yield the selection of :func:`read_selection` as Datasets of at most `chunk_rows` rows.
 
     The field/spw/antenna selection is validated at call time; the MS is opened at the first
     iteration. Nothing is yielded for an empty selection. The MS stays read-locked while the
     generator is alive; exhaust or close it promptly.
+
+    ``compact=True`` (what fluxflow's solves use) leaves out what can be made per channel later:
+    ``model`` is absent unless it came from MODEL_DATA (attr ``has_model_column``), and
+    ``weight`` is (row, corr) WEIGHT unless WEIGHT_SPECTRUM holds data.
     """
     md = md if md is not None else read_metadata(ms_path, with_scans=False, warn=False, lock_timeout=lock_timeout)
     plan = plan_selection(md, field_id, spw_id, intents, scans, antennas)
     step = chunk_rows_for(plan.spw.num_chan, plan.pol.num_corr, chunk_rows)
-    return _iter_chunks(plan, step, datacolumn, read_model, lock_timeout)
+    return _iter_chunks(plan, step, datacolumn, read_model, lock_timeout, compact)
 
 
 def _iter_chunks(plan: SelectionPlan, step: int, datacolumn: str, read_model: bool,
-                 lock_timeout: float | None) -> Iterator[xr.Dataset]:
+                 lock_timeout: float | None, compact: bool = False) -> Iterator[xr.Dataset]:
     with open_ms(plan.ms, lock_timeout=lock_timeout) as t:
         _check_datacolumn(t, plan.ms, datacolumn)
         sel, row_ids = query_selection(t, plan)
@@ -317,7 +326,8 @@ def _iter_chunks(plan: SelectionPlan, step: int, datacolumn: str, read_model: bo
         try:
             for start in range(0, row_ids.size, step):
                 n = min(step, row_ids.size - start)
-                arrays, from_column = _read_chunk(t, sel, plan, row_ids, start, n, datacolumn, read_model)
+                arrays, from_column = _read_chunk(t, sel, plan, row_ids, start, n, datacolumn, read_model,
+                                                  compact)
                 yield _dataset(arrays, plan, datacolumn, from_column)
         finally:
             del sel
