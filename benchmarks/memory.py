@@ -62,7 +62,7 @@ def _import_fluxflow() -> None:
     import fluxflow.transfer.calvis  # noqa: F401
 
 
-def measure(ms: str, reffile: str, workers: int, chunk_rows: int, patches: list[str]) -> dict:
+def measure(ms: str, reffile: str, workers: int, chunk_rows: int | None, patches: list[str]) -> dict:
     import fluxflow
 
     from fluxflow.ms import ensure_model_column
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--variant", action="append", help="PRESET[:key=value,...] (default: benchmark)")
-    ap.add_argument("--chunk-rows", type=int, nargs="+", default=[10_000, 100_000],
-                    help="Params.chunk_rows values (default 10000 100000; fluxflow's default is 100000)")
+    ap.add_argument("--chunk-rows", nargs="+", default=["auto", "10000", "100000"],
+                    help="Params.chunk_rows values; 'auto' = fluxflow's default (None: chunks of at most "
+                         "~256 MiB of arrays) (default: auto 10000 100000)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--patch", action="append", default=[], help="prototype fix from patches.py")
     ap.add_argument("--name", default="")
@@ -112,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         if sim_s:
             print(f"simulated {text} in {sim_s:.1f} s", flush=True)
         sel = largest_selection(ms, reffile)
-        for cr in args.chunk_rows:
+        for text_cr in args.chunk_rows:
+            cr = None if text_cr == "auto" else int(text_cr)
             m = measure(ms, reffile, args.workers, cr, args.patch)
             runs.append({"variant": text, "ms_bytes": bl.dir_bytes(ms), "largest_selection": sel, **m})
             rows.append({"variant": text, "ms_GB": bl.dir_bytes(ms) / 1e9, "sel_rows": sel["rows"],
                          "sel_data_MiB": sel["data_bytes"] / 2**20, "sel_dataset_MiB": sel["dataset_bytes"] / 2**20,
-                         "chunk_rows": cr, "wall_s": m["wall_s"], "worker_peak_MiB": m["max_peak_rss"] / 2**20,
+                         "chunk_rows": text_cr, "wall_s": m["wall_s"], "worker_peak_MiB": m["max_peak_rss"] / 2**20,
                          "peak_minus_base_MiB": m["max_peak_minus_base"] / 2**20,
                          "peak/dataset": m["max_peak_minus_base"] / sel["dataset_bytes"],
                          "client_peak_MiB": m["client_peak_rss"] / 2**20})

@@ -56,6 +56,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     f.add_argument("--no-model", action="store_true", help="do not write MODEL_DATA")
     f.add_argument("--chunk-rows", type=int, default=None,
                    help="rows per read chunk; bounds memory per worker (default: ~256 MiB of arrays)")
+    f.add_argument("--performance-report", action="store_true",
+                   help="also save Dask's performance report (OUTDIR/dask-performance.html)")
     c = p.add_argument_group("where to run")
     c.add_argument("--cluster", default="local", choices=["local", "sync", "slurm"])
     c.add_argument("--scheduler-address", default=None, help="join a running Dask scheduler")
@@ -91,6 +93,7 @@ def params_from_args(a: argparse.Namespace) -> Params:
         peak_fraction=a.peak_fraction, amp_outlier_sigma=a.amp_outlier_sigma,
         datacolumn=a.datacolumn, phaseup=parse_phaseup(a.phaseup), resolved_diameter=diam,
         spw=a.spw, output_dir=a.output_dir, write_model=not a.no_model, chunk_rows=a.chunk_rows,
+        performance_report=a.performance_report,
         gaintable=tuple(a.gaintable), gainfield=tuple("" if g in ("''", '""') else g for g in a.gainfield),
         interp=tuple(a.interp),
         spwmap=tuple(() if m in ("-", "", "[]") else parse_int_list(m) for m in a.spwmap),

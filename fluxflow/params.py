@@ -67,6 +67,9 @@ class Params:
     # rows per read chunk; None = as many as fit in ~256 MiB of arrays (fluxflow.ms.selection),
     # which bounds a solve task's memory whatever the selection's size
     chunk_rows: int | None = None
+    # also save Dask's performance report (task stream, profiles) as dask-performance.html;
+    # off by default: it costs about 0.5 s of client time per run and a few MB
+    performance_report: bool = False
 
     def __post_init__(self) -> None:
         if self.hm_resolvedcals not in ("automatic", "manual"):

@@ -291,7 +291,7 @@ def test_summary_flags_and_plots_content(run):
     assert "none (adopted fluxes: no amplitude solve)" in flags
     params = html.unescape(section(page, "params"))
     assert "amp_outlier_sigma" in params and "50.0" in params
-    assert "not written (synchronous scheduler)" in page
+    assert "not written (fluxflow run --performance-report writes it)" in page
 
 
 def test_cli_report_rebuilds_from_results_json_alone(run, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 
 import casacore.tables as ct
 import numpy as np
@@ -229,8 +230,10 @@ def test_workers_and_session(tmp_path):
     paths = sess.ms_paths
     one = _run(paths[:1], tmp_path / "one", reffile=sess.flux_csv, write_model=False)
     three = _run(paths, tmp_path / "three", reffile=sess.flux_csv, write_model=False,
-                 cluster=fluxflow.workflow.ClusterSpec(kind="local", n_workers=2))
+                 cluster=fluxflow.workflow.ClusterSpec(kind="local", n_workers=2), performance_report=True)
     assert three.exit_code == 0
+    assert (tmp_path / "three" / "dask-performance.html").stat().st_size > 10_000
+    assert not (tmp_path / "one" / "dask-performance.html").exists()
     recs = {r["ms_name"]: r for r in three.records}
     first = recs[one.records[0]["ms_name"]]
     assert first["calibrated_fluxes"] == one.records[0]["calibrated_fluxes"]
@@ -262,3 +265,25 @@ def test_phaseup_spwmap_applies_mapped_phases(tmp_path):
         assert r["fluxscale_I"] == pytest.approx(_truth_flux(sim, "J0510+1800", spw), rel=1e-3)
     phase = res.ms_results[0].phase_tables["B:PHASE"]
     assert set(phase.spw_id.tolist()) == {1}  # solved once, in the spw everything maps to
+
+
+def test_msses_are_planned_on_the_workers(tmp_path):
+    """With a distributed client each MS is planned by a task on a worker; an MS that cannot be
+    planned is reported with its reason and the others go on."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from fluxflow.params import Params
+    from fluxflow.workflow import plan_all
+
+    sess = simulate_session(str(tmp_path / "sess"), n_ebs=2, **SMALL)
+    missing = str(tmp_path / "missing.ms")
+    params = Params(vis=tuple(sess.ms_paths) + (missing,), reffile=sess.flux_csv)
+    serial, serial_failed = plan_all(params)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client, get_task_stream(client) as ts:
+        plans, failed = plan_all(params, client)
+    assert {t["key"] for t in ts.data} == {f"plan-{os.path.basename(p)}" for p in params.vis}
+    assert [p.ms_name for p in plans] == [p.ms_name for p in serial]
+    assert [t.key for p in plans for t in p.tasks] == [t.key for p in serial for t in p.tasks]
+    assert [f.ms_name for f in failed] == ["missing.ms"] and "missing.ms" in failed[0].error
+    assert failed[0].error == serial_failed[0].error

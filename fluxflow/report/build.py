@@ -233,7 +233,7 @@ def _performance_link(perf: str, outdir: str) -> dict:
         if os.path.exists(os.path.join(outdir, name)):
             return {"href": f"../{name}", "text": name}
         return {"href": None, "text": f"{name} (not found beside results.json)"}
-    return {"href": None, "text": "not written (synchronous scheduler)"}
+    return {"href": None, "text": "not written (fluxflow run --performance-report writes it)"}
 
 
 def _run_files(outdir: str) -> list[dict]:
