@@ -66,11 +66,16 @@ def _model_array(spec: ModelSpec, ds, corr_par: tuple[int, ...]) -> np.ndarray:
 
 
 def _rows_with(scan: np.ndarray, scan_intents: dict[int, frozenset[str]], intents) -> np.ndarray:
-    """Rows whose scan carries any of `intents` (vectorised over rows via the unique scans)."""
+    """Rows whose scan carries any of `intents` (a lookup table over scan numbers)."""
     want = set(intents)
-    uniq, inv = np.unique(scan, return_inverse=True)
-    ok = np.array([bool(scan_intents.get(int(s), frozenset()) & want) for s in uniq], bool)
-    return ok[inv] if scan.size else np.zeros(0, bool)
+    if scan.size == 0:
+        return np.zeros(0, bool)
+    lo, hi = int(scan.min()), int(scan.max())
+    lut = np.zeros(hi - lo + 1, bool)
+    for s, ints in scan_intents.items():
+        if lo <= int(s) <= hi and ints & want:
+            lut[int(s) - lo] = True
+    return lut[scan - lo]
 
 
 def _gain_lookup(table: GainTable, scan: np.ndarray, ant: np.ndarray) -> np.ndarray:

@@ -103,12 +103,20 @@ def _reduce_shared_model(vis, flag, weight, model) -> RowSums:
     if not vis.flags.writeable:
         vis = vis.copy()
     np.copyto(vis, 0, where=flag)
-    good = np.logical_not(flag).astype(np.float32)
     m = model.astype(np.complex128)
-    sv = np.einsum("rcp,cp->rp", vis, np.conj(m))
     s1 = np.einsum("rcp,c->rp", vis, np.ones(nchan, np.complex128))
-    cnt = np.einsum("rcp->rp", good)  # exact: float32 holds integers up to 2**24
-    sm2 = np.einsum("rcp,cp->rp", good, m.real ** 2 + m.imag ** 2)
+    if flag.any():
+        good = np.logical_not(flag).astype(np.float32)
+        cnt = np.einsum("rcp->rp", good)  # exact: float32 holds integers up to 2**24
+    else:
+        good, cnt = None, np.full((nrow, ncorr), float(nchan))
+    if np.all(m == m[:1]):  # flat spectrum (unit model, spix 0): Σ V·M* = M*·Σ V, one pass fewer
+        sv = s1 * np.conj(m[0])
+        sm2 = cnt * (m[0].real ** 2 + m[0].imag ** 2)
+    else:
+        sv = np.einsum("rcp,cp->rp", vis, np.conj(m))
+        m2 = m.real ** 2 + m.imag ** 2
+        sm2 = np.einsum("rcp,cp->rp", good, m2) if good is not None else np.broadcast_to(m2.sum(axis=0), (nrow, ncorr))
     w = np.asarray(weight, dtype=np.float64)
     w_use = np.where((w > 0) & np.isfinite(w), w, 0.0)
     return RowSums(sw=w_use * sm2, sv=w_use * sv, s1=s1, n=np.rint(cnt).astype(np.int64), wmean=w,
