@@ -282,3 +282,13 @@ def save_json(name: str, payload: dict, out_dir: str | os.PathLike | None = None
         json.dump(payload, fh, indent=1, default=str)
         fh.write("\n")
     return path
+
+
+def clear_fluxflow_caches(client=None) -> None:
+    """Forget fluxflow's per-process row-index caches (here and in every worker), so that each
+    timed run reads the MS's index columns as a first run on that MS does. Not timed."""
+    from fluxflow.ms.rowindex import clear_cache
+
+    clear_cache()
+    if client is not None:
+        client.run(clear_cache)

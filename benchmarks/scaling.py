@@ -105,6 +105,7 @@ def run_ff(client, vis: list[str], outdir: str, mode: str) -> dict:
     for v in vis:
         prepare(v, mode)
     shutil.rmtree(outdir, ignore_errors=True)
+    bl.clear_fluxflow_caches(client)
     w0 = client.run(_cpu_seconds)
     c0 = _cpu_seconds()
     t0 = time.perf_counter()

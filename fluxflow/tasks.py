@@ -241,11 +241,15 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
             arows = _rows_with(scan, task.scan_intents, p.apply_intents) & ~covered
             if not arows.any():
                 continue
-            for src, fsrc, dst, fdst in ((vis, flag, vis_ph, flag), (vbar, fbar, vbar_ph, fbar_ph)):
-                v, f, _ = apply_gains(src[arows], fsrc[arows], weight[arows], time[arows], a1[arows],
-                                      a2[arows], corr, table, field_id=task.field_id, spw_id=s,
-                                      interp="linear", calwt=False, spwmap=spwmap)
-                dst[arows], fdst[arows] = v, f
+            # the solver's sums and the channel means side by side as two "channels": the gains
+            # do not depend on channel, so one apply corrects both
+            v, f, _ = apply_gains(np.concatenate([vis[arows], vbar[arows]], axis=1),
+                                  np.concatenate([flag[arows], fbar[arows]], axis=1),
+                                  np.concatenate([weight[arows], weight[arows]], axis=1), time[arows],
+                                  a1[arows], a2[arows], corr, table, field_id=task.field_id, spw_id=s,
+                                  interp="linear", calwt=False, spwmap=spwmap)
+            vis_ph[arows], flag[arows] = v[:, :1], f[:, :1]
+            vbar_ph[arows], fbar_ph[arows] = v[:, 1:], f[:, 1:]
             covered |= arows
 
         # §3.6 amplitude-only T solve per scan against the model, phases applied
@@ -555,6 +559,21 @@ def reduce_session(results: list[MSResult]) -> list[MSResult]:
     return results
 
 
+def render_figures(res: MSResult, figure_cache: str) -> str | None:
+    """Draw one MS's report figures into the run's figure cache (runs beside its writer). A
+    failure only means build_report draws them itself."""
+    if res.error or res.plan is None or res.plan.adopt:
+        return None
+    try:
+        from fluxflow.report.build import prerender_ms_figures
+        from fluxflow.results import ms_record
+
+        return prerender_ms_figures(ms_record(res), figure_cache)
+    except Exception as exc:  # noqa: BLE001 - the report is not worth failing the run for
+        log.warning("%s: figures not pre-rendered: %s", res.ms_name, exc)
+        return None
+
+
 def write_adopted_models(res: MSResult, write_model: bool) -> MSResult:
     if res.adopted and write_model and not res.error:
         try:
@@ -565,4 +584,5 @@ def write_adopted_models(res: MSResult, write_model: bool) -> MSResult:
 
 
 def write_adopted_all(results: list[MSResult], write_model: bool) -> list[MSResult]:
+    """Last task of the graph: MODEL_DATA of adopted MSs."""
     return [write_adopted_models(r, write_model) for r in results]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 
@@ -111,13 +113,14 @@ def plan_all(params: Params, client=None) -> tuple[list, list[tasks.MSResult]]:
 
 
 def build_graph(plans: list, params: Params):
-    """Dask delayed graph: returns (final, per-solve delayed objects for progress)."""
+    """Dask delayed graph: returns (final, per-solve delayed objects for progress, per-MS
+    reductions)."""
     solve = delayed(tasks.solve_field, pure=True)
     reduce_ms = delayed(tasks.reduce_ms, pure=True)
     write = delayed(tasks.write_ms_outputs, pure=False)
     session = delayed(tasks.reduce_session, pure=True)
 
-    solves, per_ms = [], []
+    solves, per_ms, reductions = [], [], []
     for plan in plans:
         field_solutions = [solve(t, dask_key_name=f"solve-{t.key}") for t in plan.tasks]
         solves.extend(field_solutions)
@@ -128,12 +131,13 @@ def build_graph(plans: list, params: Params):
             continue
         r = reduce_ms(plan, field_solutions, params.amp_outlier_sigma,
                       dask_key_name=f"reduce-{plan.ms_name}")
+        reductions.append(r)
         per_ms.append(write(r, params.output_dir, params.write_model,
                             dask_key_name=f"write-{plan.ms_name}"))
     sess = session(per_ms, dask_key_name="session")
     final = delayed(tasks.write_adopted_all, pure=False)(sess, params.write_model,
                                                          dask_key_name="write-adopted")
-    return final, solves
+    return final, solves, reductions
 
 
 def run(params: Params, cluster: ClusterSpec | None = None, client=None,
@@ -157,9 +161,20 @@ def run(params: Params, cluster: ClusterSpec | None = None, client=None,
 def _run(params: Params, cluster, client, progress: bool, t0: float) -> Results:
     log.info("fluxflow %s: %d MS(s), output %s", _version(), len(params.vis),
              os.path.abspath(params.output_dir))
-    report = ""
-    # a single MS is planned here, so that its errors come before any cluster or SLURM job
-    early = plan_all(params) if len(params.vis) == 1 else None
+    cleanup: list[str] = []  # the report's figure cache, removed whatever happens
+    try:
+        return _run_graph(params, cluster, client, progress, t0, cleanup)
+    finally:
+        for d in cleanup:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _run_graph(params: Params, cluster, client, progress: bool, t0: float, cleanup: list) -> Results:
+    report, figure_cache = "", None
+    # Planning runs on the workers (whose row-index cache the solves then reuse), except for a
+    # single MS when fluxflow itself is about to submit SLURM jobs: its errors come first.
+    slurm = client is None and (cluster or ClusterSpec()).kind == "slurm"
+    early = plan_all(params) if len(params.vis) == 1 and slurm else None
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(open_client(cluster or ClusterSpec()))
@@ -179,12 +194,14 @@ def _run(params: Params, cluster, client, progress: bool, t0: float) -> Results:
                      [plan.field_names[i] for i in plan.transfer_ids], ",".join(plan.transintents),
                      ",".join(plan.refant_names[:3]), len(plan.tasks),
                      f", resolved: antenna={plan.resantenna} uvrange={plan.uvrange}" if plan.resantenna else "")
-        final, solves = build_graph(plans, params)
-        if client is None:  # synchronous scheduler
+        final, solves, reductions = build_graph(plans, params)
+        if client is None:  # synchronous scheduler: the report draws every figure at the end
             with dask.config.set(scheduler="synchronous"):
                 per_ms = final.compute()
         else:
-            per_ms = _compute_with_progress(client, final, solves, progress)
+            figure_cache = tempfile.mkdtemp(prefix=".figures-", dir=params.output_dir)
+            cleanup.append(figure_cache)
+            per_ms = _compute_with_progress(client, final, solves, progress, reductions, figure_cache)
     results = Results(ms_results=failed + per_ms, params=params, elapsed=time.time() - t0,
                       performance_report=report)
     for r in failed + per_ms:
@@ -201,7 +218,7 @@ def _run(params: Params, cluster, client, progress: bool, t0: float) -> Results:
         from fluxflow.report import build_report
 
         try:
-            log.info("report: %s", build_report(params.output_dir, results))
+            log.info("report: %s", build_report(params.output_dir, results, figure_cache))
         except Exception as exc:  # noqa: BLE001 - the results are saved; a plot bug must not fail the run
             log.error("could not build the report: %s", exc)
     log.info("done in %.1f s; exit code %d", results.elapsed, results.exit_code)
@@ -214,18 +231,38 @@ def _version() -> str:
     return __version__
 
 
-def _compute_with_progress(client, final, solves, progress: bool):
-    from distributed import as_completed
+def _compute_with_progress(client, final, solves, progress: bool, reductions=(), figure_cache=None):
+    """Run the graph with a progress bar. As each MS's reduction finishes, its report figures
+    are drawn by a task on a worker that does not hold the reduction, so beside (not queued
+    after) that MS's writer; they are waited for before returning."""
+    from distributed import as_completed, wait
 
     futures = client.compute([final] + solves)
+    reduced = client.compute(list(reductions)) if figure_cache and reductions else []
+    reduced_keys = {f.key for f in reduced}
+    figures = []
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        with tqdm(total=len(futures), desc="fluxflow", unit="task") as bar:
-            for _ in as_completed(futures):
-                bar.update(1)
+        bar = tqdm(total=len(futures), desc="fluxflow", unit="task")
+    try:
+        for fut in as_completed(futures + reduced):
+            if fut.key not in reduced_keys:
+                if bar is not None:
+                    bar.update(1)
+                continue
+            holders = set(client.who_has([fut]).get(fut.key, ()))
+            others = [w for w in client.scheduler_info()["workers"] if w not in holders]
+            where = {"workers": others, "allow_other_workers": True} if others else {}
+            figures.append(client.submit(tasks.render_figures, fut, figure_cache, pure=False,
+                                         key=str(fut.key).replace("reduce-", "figures-", 1), **where))
+    finally:
+        if bar is not None:
+            bar.close()
     out = futures[0].result()
-    del futures
+    wait(figures)
+    del futures, reduced, figures
     return out
 
 

@@ -196,3 +196,15 @@ def test_mixing_correlation_setups_is_refused():
     with pytest.raises(ValueError, match="different correlations"):
         calvis_flux([a, b])
     assert isinstance(CalvisPartials.empty(("XX",)), CalvisPartials)
+
+
+def test_unique_int_rows_matches_numpy():
+    from fluxflow.transfer.calvis import _unique_int_rows
+
+    rng = np.random.default_rng(4)
+    for block in (rng.integers(0, 50, size=(500, 3)), rng.integers(-3, 4, size=(40, 3)),
+                  np.zeros((0, 3), np.int64), np.array([[2**40, 1, 2], [0, 2**40, 1]])):
+        u, inv = _unique_int_rows(block)
+        u_ref, inv_ref = np.unique(block, axis=0, return_inverse=True)
+        np.testing.assert_array_equal(u, u_ref)
+        np.testing.assert_array_equal(inv.ravel(), inv_ref.ravel())

@@ -275,19 +275,19 @@ def test_row_index_cache_survives_model_writes_and_follows_index_changes(tmp_pat
     import casacore.tables as ct
 
     from fluxflow.models.sky import point_model
-    from fluxflow.ms import selection, write_model_data
+    from fluxflow.ms import rowindex, write_model_data
     from fluxflow.simulate import simulate_ms
 
     sim = simulate_ms(str(tmp_path / "c.ms"), n_chan=4, n_cycles=1, seed=2)
-    selection._INDEX_CACHE.clear()
+    rowindex._INDEX_CACHE.clear()
     before = read_selection(sim.ms_path, 0, 1)
-    key = next(iter(selection._INDEX_CACHE))
+    key = next(iter(rowindex._INDEX_CACHE))
     write_model_data(sim.ms_path, 0, 1, point_model(2.0, 0.0, 1e11))
     read_selection(sim.ms_path, 0, 1)
-    assert list(selection._INDEX_CACHE) == [key]
+    assert list(rowindex._INDEX_CACHE) == [key]
     with ct.table(sim.ms_path, readonly=False, ack=False) as t:  # move field 0's rows to field 1
         fid = t.getcol("FIELD_ID")
         t.putcol("FIELD_ID", np.where(fid == 0, 1, fid))
     after = read_selection(sim.ms_path, 0, 1)
     assert before.sizes["row"] > 0 and after.sizes["row"] == 0
-    assert len(selection._INDEX_CACHE) == 1 and next(iter(selection._INDEX_CACHE)) != key
+    assert len(rowindex._INDEX_CACHE) == 1 and next(iter(rowindex._INDEX_CACHE)) != key

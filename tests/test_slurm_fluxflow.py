@@ -171,7 +171,7 @@ def test_exception_mid_run_cancels_the_jobs_before_returning(slurm_cluster_avail
 
     from fluxflow import workflow
 
-    def crash_after_first_solve(client, final, solves, progress):
+    def crash_after_first_solve(client, final, solves, progress, *args):
         futures = client.compute(solves)
         next(as_completed(futures, timeout=120))
         raise RuntimeError("injected client failure")

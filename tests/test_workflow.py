@@ -229,11 +229,27 @@ def test_workers_and_session(tmp_path):
     sess = simulate_session(str(tmp_path / "sess"), n_ebs=3, **SMALL)
     paths = sess.ms_paths
     one = _run(paths[:1], tmp_path / "one", reffile=sess.flux_csv, write_model=False)
-    three = _run(paths, tmp_path / "three", reffile=sess.flux_csv, write_model=False,
-                 cluster=fluxflow.workflow.ClusterSpec(kind="local", n_workers=2), performance_report=True)
+    from distributed import Client, LocalCluster, get_task_stream
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client, get_task_stream(client) as ts:
+        three = _run(paths, tmp_path / "three", reffile=sess.flux_csv, write_model=False, client=client,
+                     performance_report=True)
     assert three.exit_code == 0
     assert (tmp_path / "three" / "dask-performance.html").stat().st_size > 10_000
     assert not (tmp_path / "one" / "dask-performance.html").exists()
+    # the two EBs with a flux calibrator had their figures drawn by tasks beside their writers;
+    # the report copied them: the same bytes as figures drawn from results.json alone
+    keys = {str(t["key"]) for t in ts.data}
+    assert {k for k in keys if k.startswith("figures-")} == {
+        f"figures-{os.path.basename(p)}" for p in paths[:2]}
+    img = tmp_path / "three" / "report" / "img"
+    before = {f.name: f.read_bytes() for f in img.iterdir()}
+    assert len(before) >= 6 and not list((tmp_path / "three").glob(".figures-*"))
+    from fluxflow.report import build_report
+
+    build_report(str(tmp_path / "three"))
+    assert {f.name: f.read_bytes() for f in img.iterdir()} == before
     recs = {r["ms_name"]: r for r in three.records}
     first = recs[one.records[0]["ms_name"]]
     assert first["calibrated_fluxes"] == one.records[0]["calibrated_fluxes"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fluxflow.ms.selection import _row_index
+from fluxflow.ms.rowindex import row_index
 from fluxflow.ms.tables import open_ms
 from fluxflow.ms.types import MSMetadata
 
@@ -22,7 +22,7 @@ def antenna_flag_fraction(md: MSMetadata, rowincr: int = 50) -> dict[int, float]
     flagged = np.zeros(n_ant)
     total = np.zeros(n_ant)
     with open_ms(md.path) as t:
-        idx = _row_index(t, md.path)
+        idx = row_index(t, md.path)
         cross = idx["ANTENNA1"] != idx["ANTENNA2"]
         for spw in md.science_spws:
             for dd in md.ddids_for_spw(spw.id):

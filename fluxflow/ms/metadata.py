@@ -4,8 +4,8 @@ Everything the workflow needs about an MS without its visibilities (spec §3 pre
 fields and their intents, science spws, antennas for §4, scans; intents per spec §15).
 The sub-tables are small and read whole. From the main table only the index columns
 SCAN_NUMBER, FIELD_ID, DATA_DESC_ID, STATE_ID, TIME, INTERVAL (and OBSERVATION_ID) are read,
-in chunks of :data:`INDEX_CHUNK_ROWS` rows, and reduced with numpy (unique combinations and
-per-scan time limits), so memory stays bounded for any MS size.
+through the process's row-index cache (fluxflow.ms.rowindex, shared with the selections), and
+reduced with numpy (unique combinations and per-scan time limits).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fluxflow.ms.intents import ALMA_CYCLE0_END_MJD_SEC, parse_obs_mode, warn_unknown
+from fluxflow.ms.rowindex import row_index
 from fluxflow.ms.tables import VISIBILITY_COLUMNS, ensure_lock, open_ms, open_table, subtable_path
 from fluxflow.ms.types import (
     STOKES_NAMES,
@@ -29,8 +30,6 @@ from fluxflow.ms.types import (
     SpectralWindow,
 )
 
-#: Rows of index columns read per chunk (6 columns: ~40 bytes/row, so ~80 MB per chunk).
-INDEX_CHUNK_ROWS = 2_000_000
 #: Spw names containing one of these are not science windows (spec notation: "science spws").
 NON_SCIENCE_SPW_MARKERS = ("WVR", "CH_AVG", "SQLD")
 
@@ -174,36 +173,30 @@ def _unique_rows(block: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scan_index(t, ms_path: str, lock_timeout: float | None = None,
-                chunk_rows: int = INDEX_CHUNK_ROWS) -> _IndexSummary:
-    """Unique (scan, field, ddid, state, obs) combinations and scan time ranges, chunk by chunk."""
+def _scan_index(t, ms_path: str, lock_timeout: float | None = None) -> _IndexSummary:
+    """Unique (scan, field, ddid, state, obs) combinations and scan time ranges.
+
+    FIELD_ID, DATA_DESC_ID, STATE_ID, SCAN_NUMBER and TIME come from the process's row index
+    (fluxflow.ms.rowindex), which the selections of the solve tasks reuse; OBSERVATION_ID and
+    INTERVAL are read here."""
+    ensure_lock(t, ms_path, write=False, timeout=lock_timeout)
     n = t.nrows()
-    has_obs = "OBSERVATION_ID" in t.colnames()
-    combos = np.zeros((0, 5), dtype=np.int64)
-    starts: dict[int, float] = {}
-    ends: dict[int, float] = {}
-    for s in range(0, n, chunk_rows):
-        m = min(chunk_rows, n - s)
-        ensure_lock(t, ms_path, write=False, timeout=lock_timeout)
-        scan = t.getcol("SCAN_NUMBER", s, m).astype(np.int64)
-        cols = [scan, t.getcol("FIELD_ID", s, m), t.getcol("DATA_DESC_ID", s, m), t.getcol("STATE_ID", s, m),
-                t.getcol("OBSERVATION_ID", s, m) if has_obs else np.zeros(m, dtype=np.int64)]
-        block = np.stack([np.asarray(c, dtype=np.int64) for c in cols], axis=1)
-        combos = _unique_rows(np.concatenate([combos, _unique_rows(block)]))
-        time = t.getcol("TIME", s, m)
-        half = t.getcol("INTERVAL", s, m) / 2.0
-        ids, inv = np.unique(scan, return_inverse=True)
-        lo = np.full(ids.size, np.inf)
-        hi = np.full(ids.size, -np.inf)
-        np.minimum.at(lo, inv, time - half)
-        np.maximum.at(hi, inv, time + half)
-        for k, sc in enumerate(ids.tolist()):
-            starts[sc] = min(starts.get(sc, np.inf), float(lo[k]))
-            ends[sc] = max(ends.get(sc, -np.inf), float(hi[k]))
-    numbers = np.array(sorted(starts), dtype=np.int64)
-    return _IndexSummary(combos=combos, scan_numbers=numbers,
-                         scan_start=np.array([starts[k] for k in numbers.tolist()], dtype=float),
-                         scan_end=np.array([ends[k] for k in numbers.tolist()], dtype=float))
+    if n == 0:
+        return _IndexSummary(combos=np.zeros((0, 5), np.int64), scan_numbers=np.zeros(0, np.int64),
+                             scan_start=np.zeros(0), scan_end=np.zeros(0))
+    idx = row_index(t, ms_path)
+    obs = t.getcol("OBSERVATION_ID") if "OBSERVATION_ID" in t.colnames() else np.zeros(n, np.int64)
+    half = t.getcol("INTERVAL") / 2.0
+    scan = idx["SCAN_NUMBER"].astype(np.int64)
+    block = np.stack([scan, idx["FIELD_ID"], idx["DATA_DESC_ID"], idx["STATE_ID"], obs], axis=1).astype(np.int64)
+    combos = _unique_rows(block)
+    numbers, inv = np.unique(scan, return_inverse=True)
+    lo = np.full(numbers.size, np.inf)
+    hi = np.full(numbers.size, -np.inf)
+    time = idx["TIME"]
+    np.minimum.at(lo, inv, time - half)
+    np.maximum.at(hi, inv, time + half)
+    return _IndexSummary(combos=combos, scan_numbers=numbers.astype(np.int64), scan_start=lo, scan_end=hi)
 
 
 def _build_scans(index: _IndexSummary, dd_spw: dict[int, int],

@@ -41,6 +41,7 @@ import xarray as xr
 
 from fluxflow.errors import MissingColumnError, SelectionError
 from fluxflow.ms.metadata import read_metadata
+from fluxflow.ms.rowindex import row_index
 from fluxflow.ms.tables import VISIBILITY_COLUMNS, ensure_lock, open_ms
 from fluxflow.ms.types import MSMetadata, Polarization, SpectralWindow
 
@@ -155,59 +156,11 @@ def plan_selection(md: MSMetadata, field_id: int, spw_id: int, intents: Iterable
                          antennas=None if ant_list is None else tuple(ant_ids), cross_only=cross_only)
 
 
-_INDEX_COLUMNS = ("FIELD_ID", "DATA_DESC_ID", "STATE_ID", "SCAN_NUMBER", "ANTENNA1", "ANTENNA2", "TIME")
-_INDEX_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
-#: Bytes of index columns a process keeps (a 2.4 M-row EB takes 77 MB; the oldest MS goes first).
-INDEX_CACHE_BYTES = 256 * 2**20
-
-
-def _index_key(t, path: str) -> tuple:
-    """Identity of the index columns' contents: the MS, its row count and the size and mtime of
-    the storage-manager files that hold those columns. MODEL_DATA writes touch other files
-    (and table.dat), so they do not invalidate the cache."""
-    files = set()
-    for col in _INDEX_COLUMNS:
-        try:
-            seq = int(t.getdminfo(col)["SEQNR"])
-        except (RuntimeError, KeyError):
-            continue
-        files.add(f"table.f{seq}")
-        files.add(f"table.f{seq}i")
-    stats = []
-    for name in sorted(files):
-        try:
-            st = os.stat(os.path.join(path, name))
-        except OSError:
-            continue
-        stats.append((name, st.st_size, st.st_mtime_ns))
-    return (os.path.abspath(path), t.nrows(), tuple(stats))
-
-
-def _row_index(t, path: str) -> dict[str, np.ndarray]:
-    """The main table's index columns, read once per process and MS (fluxflow never writes them).
-
-    A TaQL query per selection reads every index column of the whole table again (measured on a
-    9 GB EB: about 0.4 s and 1.5 GB of page-cache reads per query); selecting with numpy on
-    cached columns makes the reads of a task proportional to its own rows. A few MSs are kept
-    (INDEX_CACHE_BYTES), so workers that alternate between EBs do not re-read them."""
-    key = _index_key(t, path)
-    idx = _INDEX_CACHE.pop(key, None)
-    if idx is None:
-        for old in [k for k in _INDEX_CACHE if k[0] == key[0]]:  # the same MS, since changed
-            del _INDEX_CACHE[old]
-        idx = {c: t.getcol(c) for c in _INDEX_COLUMNS}
-    _INDEX_CACHE[key] = idx  # most recently used last
-    size = lambda d: sum(a.nbytes for a in d.values())  # noqa: E731
-    while len(_INDEX_CACHE) > 1 and sum(size(d) for d in _INDEX_CACHE.values()) > INDEX_CACHE_BYTES:
-        _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
-    return idx
-
-
 def select_rows(t, plan: SelectionPlan, sort: bool = True) -> np.ndarray:
     """MS row numbers of `plan` on the open main table `t` (sorted by TIME, ANTENNA1, ANTENNA2)."""
     if plan.where is None:
         return np.zeros(0, dtype=np.int64)
-    idx = _row_index(t, plan.ms)
+    idx = row_index(t, plan.ms)
     m = (idx["FIELD_ID"] == plan.field_id) & np.isin(idx["DATA_DESC_ID"], plan.ddids)
     if plan.states is not None:
         m &= np.isin(idx["STATE_ID"], plan.states)

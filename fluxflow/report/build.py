@@ -102,9 +102,9 @@ def format_value(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-def build_report(outdir: str, results=None) -> str:
+def build_report(outdir: str, results=None, figure_cache: str | None = None) -> str:
     """Write ``<outdir>/report/`` from `results` (default: ``Results.load(outdir)``); return the
-    path of its ``index.html``."""
+    path of its ``index.html``. ``figure_cache``: per-MS figures drawn earlier in the same run."""
     from fluxflow.results import Results
 
     outdir = os.path.abspath(outdir)
@@ -116,7 +116,7 @@ def build_report(outdir: str, results=None) -> str:
     try:
         os.chmod(tmp, 0o755)
         os.makedirs(os.path.join(tmp, IMG_DIR))
-        ctx = report_context(results, outdir, tmp)
+        ctx = report_context(results, outdir, tmp, figure_cache)
         html = render(ctx)
         with open(os.path.join(tmp, "index.html"), "w", encoding="utf-8") as fh:
             fh.write(html)
@@ -147,13 +147,19 @@ def render(ctx: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-def report_context(results, outdir: str, build_dir: str) -> dict:
-    """Everything the template shows; draws the figures into ``build_dir/img``."""
+def report_context(results, outdir: str, build_dir: str, figure_cache: str | None = None) -> dict:
+    """Everything the template shows; draws the figures into ``build_dir/img`` (copies those
+    found in ``figure_cache/<ms>/``, see :func:`prerender_ms_figures`)."""
     from fluxflow import __version__
 
     records = results.records
     figs = _Figures(build_dir)
-    ms_sections = [_ms_section(rec, outdir, figs) for rec in records]
+    ms_sections = []
+    for rec in records:
+        cache = os.path.join(figure_cache, _slug(rec["ms_name"])) if figure_cache else None
+        figs.cache = cache if cache and os.path.isdir(cache) else None
+        ms_sections.append(_ms_section(rec, outdir, figs))
+    figs.cache = None
     ok_records = [r for r in records if not r.get("error")]
     eb_figs = []
     if len(ok_records) > 1:
@@ -194,21 +200,29 @@ def report_context(results, outdir: str, build_dir: str) -> dict:
 
 
 class _Figures:
-    """Names, draws and describes the PNGs of one build."""
+    """Names, draws and describes the PNGs of one build.
 
-    def __init__(self, build_dir: str) -> None:
-        self.dir = os.path.join(build_dir, IMG_DIR)
+    ``cache``: a folder of PNGs drawn earlier in the same run by :func:`prerender_ms_figures`
+    (named by figure stem); a figure found there is copied instead of drawn again. ``cache`` is
+    set per MS by the caller."""
+
+    def __init__(self, build_dir: str, img_dir: str = IMG_DIR) -> None:
+        self.dir = os.path.join(build_dir, img_dir)
         self.used: set[str] = set()
+        self.cache: str | None = None
 
     def draw(self, stem: str, fn: Callable[..., bool], *args, alt: str, caption: str) -> dict | None:
         name = _slug(stem)
+        cached = os.path.join(self.cache, f"{name}.png") if self.cache else None
         base, k = name, 1
         while name in self.used:
             k += 1
             name = f"{base}-{k}"
         self.used.add(name)
         path = os.path.join(self.dir, f"{name}.png")
-        if not fn(*args, path):
+        if cached and os.path.exists(cached):
+            shutil.copyfile(cached, path)
+        elif not fn(*args, path):
             return None
         w, h = png_size(path)
         return {"src": f"{IMG_DIR}/{name}.png", "alt": alt, "caption": caption, "width": w, "height": h}
@@ -305,6 +319,17 @@ def _ms_section(rec: dict, outdir: str, figs: _Figures) -> dict:
                                    caption="Amplitude of the per-scan T solve of every calibrator, after outlier "
                                            "flagging; red rings: solutions flagged as outliers (§5).")
     return sec
+
+
+def prerender_ms_figures(rec: dict, figure_cache: str) -> str:
+    """Draw the figures of one MS's section into ``figure_cache/<ms>/`` (a Dask task: it runs on
+    a worker while the MS's MODEL_DATA is written, and build_report then only copies them). The
+    figures depend only on the per-MS reduction, which is final when this runs."""
+    folder = os.path.join(figure_cache, _slug(rec["ms_name"]))
+    os.makedirs(folder, exist_ok=True)
+    figs = _Figures(folder, img_dir="")
+    _ms_section(rec, figure_cache, figs)
+    return folder
 
 
 def _number(x: Any) -> bool:

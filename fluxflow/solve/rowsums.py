@@ -93,34 +93,56 @@ def reduce_rows(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, model: np
     return _reduce_cubes(vis, flag, weight, model)
 
 
-def _reduce_shared_model(vis, flag, weight, model) -> RowSums:
-    """Row-independent model, per-row weights, finite data: one pass per sum over the chunk.
+def _stokes_spectrum(model: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(spectrum (chan,), corr mask) when `model` is one real spectrum on some correlations and 0
+    on the others (a Stokes-I point or unit model: parallel hands S(ν), cross hands 0)."""
+    if np.any(model.imag != 0):
+        return None
+    on = np.any(model != 0, axis=0)
+    if not on.any():
+        return np.zeros(model.shape[0]), on
+    spec = model.real[:, np.argmax(on)]
+    if not np.all(model.real[:, on] == spec[:, None]):
+        return None
+    return spec.astype(np.float64), on
 
-    einsum with a complex128/float64 operand accumulates in double precision and, unlike a BLAS
-    matrix-vector product, in an order that does not depend on the thread count or on the CPU
-    kernel chosen, so results are bit-identical on every worker (tested)."""
+
+def _reduce_shared_model(vis, flag, weight, model) -> RowSums:
+    """Row-independent model, per-row weights, finite data: channel sums as small matrix products.
+
+    For a Stokes-I model S(ν) every sum is a product of the chunk with a (2, chan) matrix of
+    channel weights — [1, S] for V, [1, S²] for the unflagged mask — one pass over the chunk
+    in float32 (as CASA's own channel averaging). numpy runs these stacked 2×chan by chan×k
+    products one row at a time, so the result does not depend on the number of threads or on
+    memory alignment (tested); other models use einsum in double precision."""
     nrow, nchan, ncorr = vis.shape
+    vis = np.ascontiguousarray(vis, dtype=np.complex64)
     if not vis.flags.writeable:
         vis = vis.copy()
     np.copyto(vis, 0, where=flag)
-    m = model.astype(np.complex128)
-    s1 = np.einsum("rcp,c->rp", vis, np.ones(nchan, np.complex128))
-    if flag.any():
-        good = np.logical_not(flag).astype(np.float32)
-        cnt = np.einsum("rcp->rp", good)  # exact: float32 holds integers up to 2**24
+    good = np.logical_not(flag).astype(np.float32)
+    stokes = _stokes_spectrum(model)
+    if stokes is not None:
+        spec, on = stokes
+        wv = np.stack([np.ones(nchan), spec]).astype(np.float32)
+        wg = np.stack([np.ones(nchan), spec ** 2]).astype(np.float32)
+        rv = np.matmul(wv, vis.view(np.float32).reshape(nrow, nchan, 2 * ncorr))  # (row, 2, 2 corr)
+        rg = np.matmul(wg, good)  # (row, 2, corr)
+        s1 = np.ascontiguousarray(rv[:, 0, :]).view(np.complex64).astype(np.complex128)
+        sv = np.ascontiguousarray(rv[:, 1, :]).view(np.complex64).astype(np.complex128) * on
+        cnt = rg[:, 0, :].astype(np.float64)
+        sm2 = rg[:, 1, :].astype(np.float64) * on
     else:
-        good, cnt = None, np.full((nrow, ncorr), float(nchan))
-    if np.all(m == m[:1]):  # flat spectrum (unit model, spix 0): Σ V·M* = M*·Σ V, one pass fewer
-        sv = s1 * np.conj(m[0])
-        sm2 = cnt * (m[0].real ** 2 + m[0].imag ** 2)
-    else:
+        m = model.astype(np.complex128)
+        s1 = np.einsum("rcp,c->rp", vis, np.ones(nchan, np.complex128))
         sv = np.einsum("rcp,cp->rp", vis, np.conj(m))
-        m2 = m.real ** 2 + m.imag ** 2
-        sm2 = np.einsum("rcp,cp->rp", good, m2) if good is not None else np.broadcast_to(m2.sum(axis=0), (nrow, ncorr))
+        cnt = np.einsum("rcp->rp", good)  # exact: float32 holds integers up to 2**24
+        sm2 = np.einsum("rcp,cp->rp", good, m.real ** 2 + m.imag ** 2)
     w = np.asarray(weight, dtype=np.float64)
     w_use = np.where((w > 0) & np.isfinite(w), w, 0.0)
     return RowSums(sw=w_use * sm2, sv=w_use * sv, s1=s1, n=np.rint(cnt).astype(np.int64), wmean=w,
-                   mabs=np.broadcast_to(np.abs(m).sum(axis=0), (nrow, ncorr)).copy(), nchan=nchan)
+                   mabs=np.broadcast_to(np.abs(model).sum(axis=0, dtype=np.float64), (nrow, ncorr)).copy(),
+                   nchan=nchan)
 
 
 def _reduce_cubes(vis, flag, weight, model) -> RowSums:
