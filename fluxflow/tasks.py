@@ -504,20 +504,20 @@ def write_ms_outputs(res: MSResult, outdir: str, write_model: bool) -> MSResult:
 
 def write_models(plan: MSPlan, fluxes: list[FluxMeasurement]) -> int:
     """MODEL_DATA: derived fluxes on the transfer fields (their transfer intents), the catalogue
-    model on the reference fields (their calibrator intents). Unit model where nothing derived."""
-    from fluxflow.ms import write_model_data
+    model on the reference fields (their calibrator intents). Unit model where nothing derived.
+    One write pass with the MS opened once (a new column is initialised only where no model goes)."""
+    from fluxflow.ms import write_models as write_all
 
-    n = 0
     got = {(m.field_id, m.spw_id): m.I for m in fluxes}
     ti = set(plan.transintents)
+    writes = []
     for fid in plan.transfer_ids:
         intents = set(plan.field_intents[fid]) & ti
         for spw in plan.valid_spws.get(fid, []):
             # spec §3.10: derived flux (1 Jy where none), catalogue spix for BANDPASS fields only
             spix = (bandpass_spix(plan.catalogue, plan.ms_name, fid, spw)
                     if "BANDPASS" in plan.field_intents[fid] else 0.0)
-            n += write_model_data(plan.ms, fid, spw, point_model(got.get((fid, spw), 1.0), spix,
-                                                                 plan.spw_freqs[spw]), intents=intents)
+            writes.append((fid, spw, point_model(got.get((fid, spw), 1.0), spix, plan.spw_freqs[spw]), intents))
     for task in plan.tasks:
         if task.role != "reference":
             continue
@@ -525,8 +525,8 @@ def write_models(plan: MSPlan, fluxes: list[FluxMeasurement]) -> int:
             if spec.kind in ("point", "disk"):
                 fn = (point_model(spec.I, spec.spix, spec.ref_freq) if spec.kind == "point" else
                       disk_model(spec.I, spec.spix, spec.ref_freq, spec.diameter_arcsec))
-                n += write_model_data(plan.ms, task.field_id, spw, fn, intents=task.intents)
-    return n
+                writes.append((task.field_id, spw, fn, task.intents))
+    return write_all(plan.ms, writes) if writes else 0
 
 
 # --------------------------------------------------------------------------------------------

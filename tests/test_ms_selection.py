@@ -251,6 +251,32 @@ def test_model_fn_shape_checked(tiny_ms):
         write_model_data(path, 5, 0, _model)
 
 
+def test_write_models_initialises_only_uncovered_rows(tiny_ms):
+    """write_models adds MODEL_DATA, writes the unit model only where none of its writes goes,
+    then the models: every cell ends right (and each new cell was written once)."""
+    from fluxflow.ms import write_models
+
+    path, info = tiny_ms
+    r = info["rows"]
+    before = column_md5(path)
+    const = lambda uvw, f: np.full((uvw.shape[0], f.size), 0.75)  # noqa: E731
+    n = write_models(path, [(2, 0, _model, None), (2, 1, const, ["PHASE"], [5])])
+    assert n == 45 + 45
+    assert column_md5(path) == before
+    sel0 = set(expected_rows(info, 2, 0, cross=False).tolist())
+    with ct.table(path, ack=False) as t:
+        model = [t.getcell("MODEL_DATA", i) for i in range(t.nrows())]
+        sel1 = set(t.query("FIELD_ID == 2 AND DATA_DESC_ID == 0 AND SCAN_NUMBER == 5").rownumbers())
+    assert len(sel1) == 45 and not sel0 & sel1
+    for i in range(info["nrow"]):
+        if i in sel0:
+            np.testing.assert_allclose(model[i][:, 0], _model(r["uvw"][i:i + 1], c.spw_freqs(0, 8))[0], rtol=1e-6)
+        elif i in sel1:
+            np.testing.assert_array_equal(model[i], np.full_like(model[i], 0.75))
+        else:
+            np.testing.assert_array_equal(model[i], np.ones_like(model[i]))
+
+
 def test_lock_taken_once_and_kept(tiny_ms, monkeypatch):
     """The table lock is taken once per open and never silently dropped by python-casacore."""
     from fluxflow.ms import read_metadata, tables
@@ -262,7 +288,8 @@ def test_lock_taken_once_and_kept(tiny_ms, monkeypatch):
     monkeypatch.setattr(tables, "acquire_lock", lambda t, p, write, timeout: (calls.append(write), real(t, p, write, timeout)))
     assert write_model_data(path, 2, 0, _model, md=md, chunk_rows=5) == 45  # also creates MODEL_DATA
     # selectrows drops the user lock; ensure_lock takes the write lock back before the first write
-    assert calls == [True, True]
+    # of each selection: the unit-model initialisation per data description, then the model
+    assert calls == [True] * (2 + len(md.data_descriptions))
     calls.clear()
     read_selection(path, 0, 0, md=md, chunk_rows=7)
     list(iter_selection(path, 0, 1, md=md, chunk_rows=7))

@@ -5,7 +5,7 @@ Public functions of every fluxflow.ms module are re-exported here.
 
 from fluxflow.ms.intents import obs_mode_to_intents, parse_obs_mode
 from fluxflow.ms.metadata import is_science_spw, read_metadata, summary
-from fluxflow.ms.model_data import ensure_model_column, reset_model_data, write_model_data
+from fluxflow.ms.model_data import ensure_model_column, reset_model_data, write_model_data, write_models
 from fluxflow.ms.selection import (
     DEFAULT_CHUNK_ROWS,
     iter_selection,
@@ -33,7 +33,7 @@ __all__ = [
     "Antenna", "DataDescription", "Field", "MSMetadata", "Polarization", "Scan", "SpectralWindow",
     "DEFAULT_CHUNK_ROWS", "ensure_model_column", "is_science_spw", "iter_selection", "obs_mode_to_intents",
     "open_ms", "open_table", "parse_obs_mode", "plan_selection", "read_metadata", "read_selection",
-    "reset_model_data", "summary", "unit_model", "write_model_data",
+    "reset_model_data", "summary", "unit_model", "write_model_data", "write_models",
     "read_caltable", "write_caltable", "FloatCalTable", "MSWriter", "create_ms", "Ephemeris",
     "ephemeris_table_name", "read_ephemeris", "antenna_flag_fraction",
 ]
