@@ -102,6 +102,17 @@ def _phase_rows(p: PhaseSolve, base: np.ndarray, a1, a2, uvw) -> np.ndarray:
     return rows
 
 
+def preload_row_index(ms: str) -> int | None:
+    """Warm this worker's row-index cache for `ms` (fluxflow.ms.rowindex); errors are left to
+    the planning and solve tasks, which report them."""
+    from fluxflow.ms.rowindex import preload
+
+    try:
+        return preload(ms)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def solve_field(task: FieldTask) -> FieldSolution:
     """Read one field/spw selection once and do every solve that needs it (spec §3.5, §3.6)."""
     sol = FieldSolution(key=task.key, ms_name=task.ms_name, field_id=task.field_id,
@@ -177,9 +188,13 @@ def _read_reduced(task: FieldTask, s: int, loaded: list) -> _Selection | None:
             vis, flag, weight = apply_calibration(
                 vis, flag, weight, ds["time"].values, ds["antenna1"].values, ds["antenna2"].values, corr, freq,
                 field_id=task.field_id, spw_id=s, loaded=loaded, field_directions=task.field_directions)
-        model = _model_cells(spec, freq, len(corr), par)
-        if model is None:
-            model = ds["model"].values if spec.kind == "column" and "model" in ds else _model_array(spec, ds, par)
+        if spec.kind == "column":  # MODEL_DATA as read; the unit model where the column is absent
+            model = ds["model"].values if "model" in ds else _model_cells(ModelSpec(kind="unit"), freq,
+                                                                          len(corr), par)
+        else:
+            model = _model_cells(spec, freq, len(corr), par)
+            if model is None:
+                model = _model_array(spec, ds, par)
         parts.append(reduce_rows(vis, flag, weight, model))
         del ds, vis, flag, weight, model
     if not parts:

@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 
 import dask
@@ -104,9 +105,19 @@ def plan_all(params: Params, client=None) -> tuple[list, list[tasks.MSResult]]:
     if client is None:
         out = [plan_one(ms, params, preapply) for ms in params.vis]
     else:
+        from distributed import wait
+
+        run = uuid.uuid4().hex[:8]
         futures = client.map(plan_one, list(params.vis), params=params, preapply=preapply, pure=False,
-                             key=[f"plan-{n}" for n in names])
+                             key=[f"plan-{n}-{run}" for n in names])
+        # Fewer MSs than workers: the idle workers read each MS's row index meanwhile (the
+        # planning worker has it from planning), so no solve task starts with that read.
+        workers = list(client.scheduler_info()["workers"])
+        warm = [client.submit(tasks.preload_row_index, ms, workers=[w], pure=False, key=f"index-{n}-{i}-{run}")
+                for ms, n in zip(params.vis, names) for i, w in enumerate(workers)
+                ] if len(params.vis) < len(workers) else []
         out = client.gather(futures)
+        wait(warm)
     plans = [p for p, _ in out if p is not None]
     failed = [e for _, e in out if e is not None]
     return plans, failed
@@ -120,23 +131,24 @@ def build_graph(plans: list, params: Params):
     write = delayed(tasks.write_ms_outputs, pure=False)
     session = delayed(tasks.reduce_session, pure=True)
 
+    run = uuid.uuid4().hex[:8]  # task names are per run: a rerun on the same client never reuses a result
     solves, per_ms, reductions = [], [], []
     for plan in plans:
-        field_solutions = [solve(t, dask_key_name=f"solve-{t.key}") for t in plan.tasks]
+        field_solutions = [solve(t, dask_key_name=f"solve-{t.key}-{run}") for t in plan.tasks]
         solves.extend(field_solutions)
         if plan.adopt:
             per_ms.append(delayed(tasks.MSResult, pure=True)(
                 ms=plan.ms, ms_name=plan.ms_name, plan=plan, warnings=list(plan.warnings),
-                dask_key_name=f"reduce-{plan.ms_name}"))
+                dask_key_name=f"reduce-{plan.ms_name}-{run}"))
             continue
         r = reduce_ms(plan, field_solutions, params.amp_outlier_sigma,
-                      dask_key_name=f"reduce-{plan.ms_name}")
+                      dask_key_name=f"reduce-{plan.ms_name}-{run}")
         reductions.append(r)
         per_ms.append(write(r, params.output_dir, params.write_model,
-                            dask_key_name=f"write-{plan.ms_name}"))
-    sess = session(per_ms, dask_key_name="session")
+                            dask_key_name=f"write-{plan.ms_name}-{run}"))
+    sess = session(per_ms, dask_key_name=f"session-{run}")
     final = delayed(tasks.write_adopted_all, pure=False)(sess, params.write_model,
-                                                         dask_key_name="write-adopted")
+                                                         dask_key_name=f"write-adopted-{run}")
     return final, solves, reductions
 
 

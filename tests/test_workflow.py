@@ -241,7 +241,7 @@ def test_workers_and_session(tmp_path):
     # the two EBs with a flux calibrator had their figures drawn by tasks beside their writers;
     # the report copied them: the same bytes as figures drawn from results.json alone
     keys = {str(t["key"]) for t in ts.data}
-    assert {k for k in keys if k.startswith("figures-")} == {
+    assert {k.rsplit("-", 1)[0] for k in keys if k.startswith("figures-")} == {
         f"figures-{os.path.basename(p)}" for p in paths[:2]}
     img = tmp_path / "three" / "report" / "img"
     before = {f.name: f.read_bytes() for f in img.iterdir()}
@@ -298,8 +298,29 @@ def test_msses_are_planned_on_the_workers(tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client, get_task_stream(client) as ts:
         plans, failed = plan_all(params, client)
-    assert {t["key"] for t in ts.data} == {f"plan-{os.path.basename(p)}" for p in params.vis}
+    assert {t["key"].rsplit("-", 1)[0] for t in ts.data} == {f"plan-{os.path.basename(p)}" for p in params.vis}
     assert [p.ms_name for p in plans] == [p.ms_name for p in serial]
     assert [t.key for p in plans for t in p.tasks] == [t.key for p in serial for t in p.tasks]
     assert [f.ms_name for f in failed] == ["missing.ms"] and "missing.ms" in failed[0].error
     assert failed[0].error == serial_failed[0].error
+
+
+def test_reference_without_catalogue_row_uses_model_data(noise_free, tmp_path):
+    """A reference field without a flux.csv row is solved against MODEL_DATA as read (what
+    setjy or the first run wrote there): the same fluxes as with the catalogue row."""
+    sim, res, _ = noise_free
+    ref = next(f for f, v in sim.truth["fields"].items() if "AMPLITUDE" in v["intents"])
+    lines = open(sim.flux_csv).read().splitlines(keepends=True)
+    kept = [ln for ln in lines if f"field={ref} " not in ln]
+    assert len(kept) < len(lines)
+    reduced = tmp_path / "no-reference.csv"
+    reduced.write_text("".join(kept))
+    again = _run([sim.ms_path], tmp_path / "out", reffile=str(reduced), write_model=False)
+    assert again.exit_code == 0
+    plan = again.ms_results[0].plan
+    assert {m.kind for t in plan.tasks if t.role == "reference" for m in t.models.values()} == {"column"}
+    got = {(r["field"], r["spw"]): r["fluxscale_I"] for r in again.flux_rows()}
+    want = {(r["field"], r["spw"]): r["fluxscale_I"] for r in res.flux_rows()}
+    assert got.keys() == want.keys() and len(got) == 12
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-5), k

@@ -62,3 +62,12 @@ def row_index(t, path: str) -> dict[str, np.ndarray]:
 def clear_cache() -> None:
     """Forget every cached index (the next selection of each MS reads its index columns again)."""
     _INDEX_CACHE.clear()
+
+
+def preload(ms_path: str) -> int:
+    """Read the index columns of `ms_path` into this process's cache; returns the row count.
+    (A worker that is going to solve selections of the MS can do this while another plans it.)"""
+    from fluxflow.ms.tables import open_ms
+
+    with open_ms(ms_path) as t:
+        return int(next(iter(row_index(t, os.path.abspath(ms_path)).values())).size)
