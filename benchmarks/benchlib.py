@@ -292,3 +292,15 @@ def clear_fluxflow_caches(client=None) -> None:
     clear_cache()
     if client is not None:
         client.run(clear_cache)
+
+
+def import_fluxflow() -> None:
+    """Import what fluxflow's tasks use (run in each worker before timing: CASA's own import time
+    is measured apart from its steps, so fluxflow's is excluded too)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import scipy.special  # noqa: F401
+
+    import fluxflow.report.build  # noqa: F401
+    import fluxflow.solve.gaincal  # noqa: F401
+    import fluxflow.tasks  # noqa: F401
+    import fluxflow.transfer.calvis  # noqa: F401

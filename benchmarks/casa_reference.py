@@ -114,6 +114,8 @@ def fluxflow_once(ms: str, reffile: str, refant: str, outdir: str, workers: int,
             import patches as pm
 
             pm.apply_everywhere(client, patches)
+        # imports are excluded on both sides (CASA's are measured apart): load what the tasks use
+        client.run(bl.import_fluxflow)
         if cold:
             bl.drop_caches()
         t0 = time.perf_counter()

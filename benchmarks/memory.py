@@ -56,12 +56,6 @@ def largest_selection(ms: str, reffile: str) -> dict:
             "dataset_bytes": int(21 * nvis + 60 * n)}
 
 
-def _import_fluxflow() -> None:
-    import fluxflow.solve.gaincal  # noqa: F401
-    import fluxflow.tasks  # noqa: F401
-    import fluxflow.transfer.calvis  # noqa: F401
-
-
 def measure(ms: str, reffile: str, workers: int, chunk_rows: int | None, patches: list[str]) -> dict:
     import fluxflow
 
@@ -75,7 +69,7 @@ def measure(ms: str, reffile: str, workers: int, chunk_rows: int | None, patches
             import patches as pm
 
             pm.apply_everywhere(client, patches)
-        client.run(_import_fluxflow)
+        client.run(bl.import_fluxflow)
         base = bl.workers_mem(client)
         bl.workers_reset_peak(client)
         bl.reset_peak_rss()

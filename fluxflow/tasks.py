@@ -225,6 +225,7 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
     # spws whose phases come from another spw (phase-up spwmap) go after the spws they map to
     mapped = {sp for sp in data for p in task.phase_solves
               if p.spwmap and sp < len(p.spwmap) and p.spwmap[sp] != sp and p.spwmap[sp] in data}
+    combined: dict[str, GainTable] = {}  # combine='spw' phase tables of this task, by solve
     for s in sorted(data, key=lambda sp: sp in mapped):
         d = data[s]
         corr, par = d.corr, d.par
@@ -241,7 +242,17 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
             key = f"{p.label}:{','.join(sorted(p.intents))}"
             solve_spw = p.spwmap[s] if p.spwmap and s < len(p.spwmap) else s
             spwmap = None
-            if solve_spw != s and solve_spw in data:  # solved already (ordered first), mapped onto s
+            if p.combine_spw and len(data) > 1:  # combine='spw': one solve over the group's spws
+                group = sorted(data)
+                if key not in combined:
+                    combined[key] = _solve_combined(task, p, data, group)
+                    prev = sol.phase.get(key)
+                    sol.phase[key] = combined[key] if prev is None else GainTable.concat([prev, combined[key]])
+                table = combined[key]
+                spwmap = list(range(max(group) + 1))
+                for sp in group:
+                    spwmap[sp] = group[0]
+            elif solve_spw != s and solve_spw in data:  # solved already (ordered first), mapped onto s
                 table, spwmap = sol.phase[key], list(p.spwmap)
             else:
                 table = solve_gains(vis[rows], model[rows], flag[rows], weight[rows], time[rows],
@@ -298,6 +309,27 @@ def _solve_field(task: FieldTask, sol: FieldSolution) -> None:
     if amp_tables:
         sol.amp = GainTable.concat(amp_tables)
         sol.amp.ms_name = task.ms_name
+
+
+def _solve_combined(task: FieldTask, p: PhaseSolve, data: dict, group: list[int]) -> GainTable:
+    """Phase solve `p` with combine='spw' over the spws of `group` (spec §3.5: phase-up records
+    that combine spws): each spw's row sums enter one solve, labelled with the lowest spw."""
+    from fluxflow.solve.gaincal import solve_gains_multi_spw
+
+    parts = {k: [] for k in ("vis", "model", "flag", "weight", "time", "interval", "scan", "a1", "a2")}
+    for sp in group:
+        d = data[sp]
+        rows = _phase_rows(p, _rows_with(d.scan, task.scan_intents, p.intents), d.a1, d.a2, d.uvw)
+        vis, model, flag, weight = d.sums.solver_inputs()
+        for k, v in zip(parts, (vis, model, flag, weight, d.time, d.interval, d.scan, d.a1, d.a2)):
+            parts[k].append(v[rows])
+    table = solve_gains_multi_spw(
+        parts["vis"], parts["model"], parts["flag"], parts["weight"], parts["time"], parts["interval"],
+        parts["scan"], parts["a1"], parts["a2"], spw_ids=group, n_ant=task.n_ant,
+        corr_types=data[group[0]].corr, solint=p.solint, gaintype=p.gaintype, calmode="p",
+        refant=task.refants, minblperant=p.minblperant, minsnr=task.minsnr, field_id=task.field_id)
+    table.meta.update(label=p.label, intents=sorted(p.intents), solint=p.solint, gaintype=p.gaintype)
+    return table
 
 
 def uv_profile(vis, flag, model, uvw, scan, a1, a2, amp: GainTable, par, nbins: int = 24) -> dict:
