@@ -45,26 +45,6 @@ class FieldSolution:
     error: str | None = None
 
 
-def _model_array(spec: ModelSpec, ds, corr_par: tuple[int, ...]) -> np.ndarray:
-    """The (row, chan, corr) model visibilities for one selection (spec §7.2, Stokes I only)."""
-    if spec.kind == "column":
-        return ds["model"].values
-    nrow, nchan, ncorr = ds["vis"].shape
-    out = np.zeros((nrow, nchan, ncorr), np.complex64)
-    if spec.kind == "unit":
-        m = np.ones((nrow, nchan), np.complex64)
-    elif spec.kind == "point":
-        m = point_model(spec.I, spec.spix, spec.ref_freq)(ds["uvw"].values, ds["chan_freq"].values)
-    elif spec.kind == "disk":
-        m = disk_model(spec.I, spec.spix, spec.ref_freq, spec.diameter_arcsec)(
-            ds["uvw"].values, ds["chan_freq"].values)
-    else:  # pragma: no cover - plan only makes the kinds above
-        raise ValueError(spec.kind)
-    for c in corr_par:
-        out[:, :, c] = m
-    return out
-
-
 def _rows_with(scan: np.ndarray, scan_intents: dict[int, frozenset[str]], intents) -> np.ndarray:
     """Rows whose scan carries any of `intents` (a lookup table over scan numbers)."""
     want = set(intents)
@@ -130,13 +110,22 @@ def solve_field(task: FieldTask) -> FieldSolution:
     return sol
 
 
-def _model_cells(spec: ModelSpec, freq: np.ndarray, ncorr: int, par: tuple[int, ...]) -> np.ndarray | None:
-    """(chan, corr) model of a point or unit model (the same on every row); None for other kinds."""
-    if spec.kind not in ("unit", "point"):
-        return None
+def _chunk_model(spec: ModelSpec, ds, par: tuple[int, ...]) -> np.ndarray:
+    """The model of one chunk (spec §7.2, Stokes I on the parallel hands): (chan, corr) when it
+    is the same on every row (unit, point source at the phase centre, and MODEL_DATA where the
+    column is unwritten), (row, chan, corr) for a disk or MODEL_DATA as read."""
+    freq = ds["chan_freq"].values
+    nrow, nchan, ncorr = ds["vis"].shape
+    if spec.kind == "column" and "model" in ds:
+        return ds["model"].values
+    if spec.kind == "disk":
+        m = disk_model(spec.I, spec.spix, spec.ref_freq, spec.diameter_arcsec)(ds["uvw"].values, freq)
+        out = np.zeros((nrow, nchan, ncorr), np.complex64)
+        out[:, :, list(par)] = m[:, :, None]
+        return out
     s = (point_model(spec.I, spec.spix, spec.ref_freq)(np.zeros((1, 3)), freq)[0] if spec.kind == "point"
-         else np.ones(freq.size))
-    out = np.zeros((freq.size, ncorr), np.complex64)
+         else np.ones(nchan))  # unit model, also for an unwritten MODEL_DATA
+    out = np.zeros((nchan, ncorr), np.complex64)
     out[:, list(par)] = s[:, None]
     return out
 
@@ -188,13 +177,7 @@ def _read_reduced(task: FieldTask, s: int, loaded: list) -> _Selection | None:
             vis, flag, weight = apply_calibration(
                 vis, flag, weight, ds["time"].values, ds["antenna1"].values, ds["antenna2"].values, corr, freq,
                 field_id=task.field_id, spw_id=s, loaded=loaded, field_directions=task.field_directions)
-        if spec.kind == "column":  # MODEL_DATA as read; the unit model where the column is absent
-            model = ds["model"].values if "model" in ds else _model_cells(ModelSpec(kind="unit"), freq,
-                                                                          len(corr), par)
-        else:
-            model = _model_cells(spec, freq, len(corr), par)
-            if model is None:
-                model = _model_array(spec, ds, par)
+        model = _chunk_model(spec, ds, par)
         parts.append(reduce_rows(vis, flag, weight, model))
         del ds, vis, flag, weight, model
     if not parts:
