@@ -4,7 +4,7 @@ The automatic refant ranking (like the pipeline's hif_refant) prefers antennas w
 data. Reading all of FLAG would be a second pass over the MS, so this samples every `rowincr`-th
 cross-correlation row of each science spw: FLAG is one byte per element, so a 1-in-50 sample reads
 about 0.3 % of what the solves read from DATA. Rows are chosen with numpy on the process's cached
-index columns (fluxflow.ms.selection), which the solve tasks on the same worker reuse.
+index columns (fluxflow.ms.rowindex), which the solve tasks on the same worker reuse.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Read one (field, spw) selection of visibilities into an xarray Dataset (spec §8, §9, §15).
 
-Row selection is a TaQL query on FIELD_ID, DATA_DESC_ID (the spw's data descriptions),
-STATE_ID (the states whose intents meet the requested intents), SCAN_NUMBER, ANTENNA1/2 (both
-antennas of a baseline in the requested list) and ANTENNA1 != ANTENNA2 (no autocorrelations;
-spec §8 edge cases). Rows are ordered by TIME, ANTENNA1, ANTENNA2 (then MS row number).
+Rows are selected with numpy on the process's cached index columns (fluxflow.ms.rowindex):
+FIELD_ID, DATA_DESC_ID (the spw's data descriptions), STATE_ID (the states whose intents meet
+the requested intents), SCAN_NUMBER, ANTENNA1/2 (both antennas of a baseline in the requested
+list) and ANTENNA1 != ANTENNA2 (no autocorrelations; spec §8 edge cases), then opened with
+``selectrows``. Rows are ordered by TIME, ANTENNA1, ANTENNA2 (then MS row number).
 
 Dataset layout (one per selection or per chunk):
 
@@ -49,8 +50,6 @@ from fluxflow.ms.types import MSMetadata, Polarization, SpectralWindow
 DEFAULT_CHUNK_ROWS = 100_000
 #: Upper bound on the bytes of one chunk's output arrays (used when chunk_rows is None).
 DEFAULT_CHUNK_BYTES = 256 * 2**20
-#: Row order of every selection.
-SORT_ORDER = "TIME, ANTENNA1, ANTENNA2, ROWID()"
 #: Bytes per (row, chan, corr) element of a selection Dataset (vis, model, weight, flag).
 _BYTES_PER_ELEMENT = 8 + 8 + 4 + 1
 _BYTES_PER_ROW = 8 + 8 + 4 + 4 + 4 + 24 + 8
@@ -85,7 +84,7 @@ def _as_list(values: Iterable | str | int | None) -> list | None:
 
 @dataclass(frozen=True)
 class SelectionPlan:
-    """Everything needed to query one (field, spw) selection; ``where`` None = empty selection."""
+    """Everything needed to select one (field, spw); ``empty``: no row can match."""
 
     ms: str
     field_id: int
@@ -93,8 +92,8 @@ class SelectionPlan:
     pol: Polarization
     ddids: tuple[int, ...]
     n_ant: int
-    where: str | None
-    # the same selection as arrays, for :func:`select_rows` (None = no restriction)
+    empty: bool
+    # the selection for :func:`select_rows` (None = no restriction)
     states: tuple[int, ...] | None = None
     scans: tuple[int, ...] | None = None
     antennas: tuple[int, ...] | None = None
@@ -104,12 +103,12 @@ class SelectionPlan:
 def plan_selection(md: MSMetadata, field_id: int, spw_id: int, intents: Iterable[str] | str | None = None,
                    scans: Iterable[int] | None = None, antennas: Iterable[int | str] | None = None,
                    cross_only: bool = True) -> SelectionPlan:
-    """Validate a selection against `md` and build its TaQL WHERE clause.
+    """Validate a selection against `md`.
 
     `antennas` are ids or names; a baseline is kept when *both* its antennas are listed
     (baseline-among-listed semantics). Unknown field/spw/antenna -> SelectionError. A selection
     that can match no row (no data description for the spw, no state with the intents, empty
-    lists) gets ``where=None``.
+    lists) gets ``empty=True``.
     """
     field_id = int(field_id)
     if not any(f.id == field_id for f in md.fields):
@@ -127,30 +126,22 @@ def plan_selection(md: MSMetadata, field_id: int, spw_id: int, intents: Iterable
         pol = md.polarizations[pol_id]
     else:
         pol = md.polarizations[0] if md.polarizations else Polarization(id=-1, corr_types=())
-    clauses = [f"FIELD_ID == {field_id}"]
     empty = not ddids
-    clauses.append(f"DATA_DESC_ID IN [{', '.join(map(str, ddids))}]")
     want = _as_list(intents)
     states = scan_ids = ant_ids = None
     if want is not None:
         states = md.state_ids_for_intents(want)
         empty |= not states
-        clauses.append(f"STATE_ID IN [{', '.join(map(str, states))}]")
     scan_list = _as_list(scans)
     if scan_list is not None:
         scan_ids = sorted({int(s) for s in scan_list})
         empty |= not scan_ids
-        clauses.append(f"SCAN_NUMBER IN [{', '.join(map(str, scan_ids))}]")
     ant_list = _as_list(antennas)
     if ant_list is not None:
         ant_ids = sorted({md.antenna(a).id for a in ant_list})
         empty |= not ant_ids
-        ids = ", ".join(map(str, ant_ids))
-        clauses.append(f"ANTENNA1 IN [{ids}] AND ANTENNA2 IN [{ids}]")
-    if cross_only:
-        clauses.append("ANTENNA1 != ANTENNA2")
     return SelectionPlan(ms=md.path, field_id=field_id, spw=spw, pol=pol, ddids=ddids,
-                         n_ant=len(md.antennas), where=None if empty else " AND ".join(clauses),
+                         n_ant=len(md.antennas), empty=bool(empty),
                          states=None if states is None else tuple(states),
                          scans=None if scan_list is None else tuple(scan_ids),
                          antennas=None if ant_list is None else tuple(ant_ids), cross_only=cross_only)
@@ -158,7 +149,7 @@ def plan_selection(md: MSMetadata, field_id: int, spw_id: int, intents: Iterable
 
 def select_rows(t, plan: SelectionPlan, sort: bool = True) -> np.ndarray:
     """MS row numbers of `plan` on the open main table `t` (sorted by TIME, ANTENNA1, ANTENNA2)."""
-    if plan.where is None:
+    if plan.empty:
         return np.zeros(0, dtype=np.int64)
     idx = row_index(t, plan.ms)
     m = (idx["FIELD_ID"] == plan.field_id) & np.isin(idx["DATA_DESC_ID"], plan.ddids)
@@ -178,7 +169,7 @@ def select_rows(t, plan: SelectionPlan, sort: bool = True) -> np.ndarray:
 
 def query_selection(t, plan: SelectionPlan):
     """(sorted reference table, MS row numbers) of `plan` on the open main table `t`; (None, []) if empty."""
-    if plan.where is None:
+    if plan.empty:
         return None, np.zeros(0, dtype=np.int64)
     # Reference tables are released by dropping them, never with close(); selectrows (like
     # close()) may release the parent table's user lock, which is why every chunk read starts

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fluxflow.arrays import unique_rows
 from fluxflow.errors import UnsupportedCorrelationWarning
 
 #: casacore Stokes enum codes of the correlations this module can meet.
@@ -146,7 +147,7 @@ def calvis_partials(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, anten
         key = np.stack([c.astype(np.float64) for c in cols] + [t[rows]], axis=1)
         uniq, inv = np.unique(key, axis=0, return_inverse=True)
     else:  # (scan, antenna1, antenna2) as one int64 key: a 1-D sort instead of a row sort
-        uniq, inv = _unique_int_rows(np.stack(cols, axis=1))
+        uniq, inv = unique_rows(np.stack(cols, axis=1), return_inverse=True)
     inv = inv.ravel()
     ng = uniq.shape[0]
     nc = len(idx)
@@ -170,25 +171,6 @@ def calvis_partials(vis: np.ndarray, flag: np.ndarray, weight: np.ndarray, anten
     return CalvisPartials(used, uniq[:, 0].astype(np.int64), uniq[:, 1].astype(np.int64),
                           uniq[:, 2].astype(np.int64), swv, out["sw"], out["swa"], out["swa2"],
                           out["m2"], n, time=uniq[:, 3].copy() if t is not None else None)
-
-
-def _unique_int_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique(block, axis=0, return_inverse=True) for small non-negative int columns."""
-    if block.shape[0] == 0:
-        return np.unique(block, axis=0, return_inverse=True)
-    lo = block.min(axis=0)
-    span = block.max(axis=0) - lo + 1
-    if np.any(lo < 0) or float(np.prod(span, dtype=float)) >= 2.0 ** 62:
-        return np.unique(block, axis=0, return_inverse=True)
-    key = np.zeros(block.shape[0], np.int64)
-    for j in range(block.shape[1]):
-        key = key * int(span[j]) + (block[:, j] - lo[j])
-    ukey, inv = np.unique(key, return_inverse=True)
-    uniq = np.empty((ukey.size, block.shape[1]), np.int64)
-    for j in range(block.shape[1] - 1, -1, -1):
-        uniq[:, j] = ukey % int(span[j]) + lo[j]
-        ukey = ukey // int(span[j])
-    return uniq, inv
 
 
 def _combine_stats(mean_c: list[float], var_c: list[float]) -> tuple[float, float]:
